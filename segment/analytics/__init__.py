@@ -1,0 +1,150 @@
+"""Segment analytics for Python: ``import segment.analytics as analytics``.
+
+Set ``analytics.write_key`` (and any other setting below), then call
+``analytics.track(...)`` and friends. A default :class:`Client` is created
+from these settings on first use. ``flush()``, ``join()`` and ``shutdown()``
+act on it; ``shutdown()`` also discards it, so the next call starts a new
+client from the settings as they are then.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from segment.analytics.client import Client
+from segment.analytics.errors import APIError, ArgumentError, DeliveryError
+from segment.analytics.version import VERSION
+
+__version__ = VERSION
+__all__ = [
+    "APIError",
+    "ArgumentError",
+    "Client",
+    "DeliveryError",
+    "alias",
+    "flush",
+    "group",
+    "identify",
+    "join",
+    "page",
+    "screen",
+    "shutdown",
+    "stats",
+    "track",
+]
+
+# Settings read when the default client is created.
+write_key = Client.DefaultConfig.write_key
+host = Client.DefaultConfig.host
+on_error = Client.DefaultConfig.on_error
+on_success = Client.DefaultConfig.on_success
+debug = Client.DefaultConfig.debug
+log_handler = Client.DefaultConfig.log_handler
+send = Client.DefaultConfig.send
+sync_mode = Client.DefaultConfig.sync_mode
+max_queue_size = Client.DefaultConfig.max_queue_size
+gzip = Client.DefaultConfig.gzip
+timeout = Client.DefaultConfig.timeout
+max_retries = Client.DefaultConfig.max_retries
+max_total_backoff_duration = Client.DefaultConfig.max_total_backoff_duration
+max_rate_limit_duration = Client.DefaultConfig.max_rate_limit_duration
+proxies = Client.DefaultConfig.proxies
+thread = Client.DefaultConfig.thread
+upload_size = Client.DefaultConfig.upload_size
+upload_interval = Client.DefaultConfig.upload_interval
+exit_timeout = Client.DefaultConfig.exit_timeout
+
+# OAuth settings.
+oauth_client_id = Client.DefaultConfig.oauth_client_id
+oauth_client_key = Client.DefaultConfig.oauth_client_key
+oauth_key_id = Client.DefaultConfig.oauth_key_id
+oauth_auth_server = Client.DefaultConfig.oauth_auth_server
+oauth_scope = Client.DefaultConfig.oauth_scope
+
+default_client: Optional[Client] = None
+
+
+def _client() -> Client:
+    """The default client, created from the module settings on first use."""
+    global default_client
+    if default_client is None:
+        default_client = Client(
+            write_key,
+            host=host,
+            debug=debug,
+            max_queue_size=max_queue_size,
+            send=send,
+            on_error=on_error,
+            on_success=on_success,
+            gzip=gzip,
+            max_retries=max_retries,
+            sync_mode=sync_mode,
+            timeout=timeout,
+            proxies=proxies,
+            thread=thread,
+            upload_size=upload_size,
+            upload_interval=upload_interval,
+            log_handler=log_handler,
+            max_total_backoff_duration=max_total_backoff_duration,
+            max_rate_limit_duration=max_rate_limit_duration,
+            exit_timeout=exit_timeout,
+            oauth_client_id=oauth_client_id,
+            oauth_client_key=oauth_client_key,
+            oauth_key_id=oauth_key_id,
+            oauth_auth_server=oauth_auth_server,
+            oauth_scope=oauth_scope,
+        )
+    return default_client
+
+
+def track(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+    """Send a track call (see :meth:`Client.track`)."""
+    return _client().track(*args, **kwargs)
+
+
+def identify(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+    """Send an identify call (see :meth:`Client.identify`)."""
+    return _client().identify(*args, **kwargs)
+
+
+def group(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+    """Send a group call (see :meth:`Client.group`)."""
+    return _client().group(*args, **kwargs)
+
+
+def alias(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+    """Send an alias call (see :meth:`Client.alias`)."""
+    return _client().alias(*args, **kwargs)
+
+
+def page(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+    """Send a page call (see :meth:`Client.page`)."""
+    return _client().page(*args, **kwargs)
+
+
+def screen(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
+    """Send a screen call (see :meth:`Client.screen`)."""
+    return _client().screen(*args, **kwargs)
+
+
+def flush(timeout: Optional[float] = None) -> int:
+    """Flush the default client; returns the events still undelivered (see :meth:`Client.flush`)."""
+    return _client().flush(timeout)
+
+
+def join(timeout: Optional[float] = None) -> None:
+    """Stop the default client's consumer threads (see :meth:`Client.join`)."""
+    if default_client is not None:
+        default_client.join(timeout)
+
+
+def shutdown(timeout: Optional[float] = None) -> int:
+    """Flush and close the default client; returns the events left undelivered."""
+    global default_client
+    client, default_client = default_client, None
+    return client.shutdown(timeout) if client is not None else 0
+
+
+def stats() -> dict[str, Any]:
+    """The default client's delivery counters (see :meth:`Client.stats`)."""
+    return _client().stats()

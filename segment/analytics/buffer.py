@@ -1,0 +1,200 @@
+"""The bounded in-memory queue between callers and consumer threads (SPEC 2).
+
+It holds encoded events (``bytes``). ``put`` never blocks. Consumers take
+whole batches with :meth:`EventBuffer.take`, bounded by count, bytes and a
+linger time, and hand them back with :meth:`EventBuffer.settle` once every
+event of the batch is delivered, dropped or given up at shutdown. Events are
+numbered by the order they leave the queue, so :meth:`wait_settled` can tell
+when everything queued before a given moment has been dealt with.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable, Optional
+
+
+class Lease:
+    """A batch taken from the buffer: its events and the sequence number of its first one."""
+
+    __slots__ = ("first_seq", "items", "size")
+
+    def __init__(self, items: list[bytes], first_seq: int, size: int) -> None:
+        self.items = items
+        self.first_seq = first_seq
+        self.size = size
+
+
+class EventBuffer:
+    """A bounded FIFO of encoded events, shared by producers and consumer threads."""
+
+    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self._items: deque[bytes] = deque()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._clock = clock
+        self.put_total = 0
+        self._taken_total = 0
+        self._waiting = 0
+        self._wake_at = 1
+        self._urgent_until = 0  # events with a lower sequence number are sent without lingering
+        self._closed = False
+        self._leases: set[Lease] = set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # queue.Queue-style views, for code written against analytics-python's ``client.queue``
+    @property
+    def maxsize(self) -> int:
+        """The capacity (``max_queue_size``)."""
+        return self.capacity
+
+    def qsize(self) -> int:
+        """Events waiting in the queue."""
+        return len(self._items)
+
+    def empty(self) -> bool:
+        """Whether no event is waiting."""
+        return not self._items
+
+    def full(self) -> bool:
+        """Whether the next ``put`` would be refused."""
+        return len(self._items) >= self.capacity
+
+    def requeue_front(self, items: list[bytes]) -> None:
+        """Put events a stopped consumer could not send back at the front, in order.
+
+        They were counted when first queued, so they are not counted again,
+        and they may briefly take the queue over its capacity.
+        """
+        if not items:
+            return
+        with self._cond:
+            self._items.extendleft(reversed(items))
+            self._taken_total -= len(items)
+            self._cond.notify_all()
+
+    def put(self, item: bytes) -> bool:
+        """Append an event; ``False`` when the buffer is full. Never blocks."""
+        with self._lock:
+            items = self._items
+            if len(items) >= self.capacity:
+                return False
+            items.append(item)
+            self.put_total += 1
+            if self._waiting and (len(items) == 1 or len(items) >= self._wake_at):
+                self._cond.notify()
+        return True
+
+    def take(self, max_count: int, max_bytes: int, linger: float) -> Optional[Lease]:
+        """Wait for events and return a batch, or ``None`` once the buffer is closed.
+
+        The batch is returned as soon as it holds ``max_count`` events, would
+        exceed ``max_bytes`` (each event counts its length plus a separator)
+        with the next one, ``linger`` seconds have passed since its first
+        event was taken, a flush asks for it, or the buffer closes.
+        """
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    return None
+                self._wait(1, None)
+            batch: list[bytes] = []
+            size = 0
+            first_seq = self._taken_total
+            deadline = self._clock() + linger
+            while True:
+                items = self._items
+                full = False
+                while items and len(batch) < max_count:
+                    item_size = len(items[0]) + 1
+                    if batch and size + item_size > max_bytes:
+                        full = True
+                        break
+                    batch.append(items.popleft())
+                    size += item_size
+                    self._taken_total += 1
+                if full or len(batch) >= max_count or self._closed or first_seq < self._urgent_until:
+                    break
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._wait(max_count - len(batch), remaining)
+            lease = Lease(batch, first_seq, size)
+            self._leases.add(lease)
+            return lease
+
+    def _wait(self, wake_at: int, timeout: Optional[float]) -> None:
+        self._wake_at = wake_at if not self._waiting else min(wake_at, self._wake_at)
+        self._waiting += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._waiting -= 1
+            if not self._waiting:
+                self._wake_at = 1
+
+    def settle(self, lease: Lease) -> None:
+        """Hand a batch back: its events are delivered, dropped or abandoned."""
+        with self._cond:
+            self._leases.discard(lease)
+            self._cond.notify_all()
+
+    def request_flush(self) -> int:
+        """Ask consumers to send what is queued now without lingering; returns the mark to wait for."""
+        with self._cond:
+            mark = self.put_total
+            self._urgent_until = max(self._urgent_until, mark)
+            self._cond.notify_all()
+            return mark
+
+    def settled_through(self, mark: int) -> bool:
+        """Whether every event put before ``mark`` has left the queue and been settled."""
+        with self._lock:
+            return self._settled_locked(mark)
+
+    def _settled_locked(self, mark: int) -> bool:
+        if self._taken_total < mark:
+            return False
+        return all(lease.first_seq >= mark for lease in self._leases)
+
+    def wait_settled(self, mark: int, timeout: Optional[float], alive: Callable[[], bool]) -> bool:
+        """Wait until :meth:`settled_through` ``mark``; ``False`` on timeout or when ``alive()`` turns false."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while not self._settled_locked(mark):
+                if not alive():
+                    return False
+                if deadline is None:
+                    wait = 0.25  # re-check alive() now and then
+                else:
+                    wait = min(0.25, deadline - self._clock())
+                    if wait <= 0:
+                        return False
+                self._cond.wait(wait)
+        return True
+
+    def in_flight(self) -> int:
+        """Events taken by consumers and not yet settled."""
+        with self._lock:
+            return sum(len(lease.items) for lease in self._leases)
+
+    def close(self) -> None:
+        """Wake every consumer; ``take`` returns what it holds, then ``None`` once empty."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        """Allow consumers to take again after :meth:`close` (used when consumers are restarted)."""
+        with self._cond:
+            self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (and not undone by :meth:`reopen`)."""
+        return self._closed

@@ -1,0 +1,191 @@
+"""The retry policy as data (SPEC 3.1, 3.3, 3.4): pure, no I/O, no clock of its own.
+
+Everything here is a function of its arguments: a status code or network
+error kind, an attempt number, times passed in by the caller and a random
+number passed in by the caller. ``request.py`` applies it to one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import NamedTuple, Optional
+
+from segment.analytics import errors
+
+DELIVERED = "delivered"
+RETRY = "retry"
+DROP = "drop"
+
+#: Statuses retried although they are 4xx (SPEC 3.1).
+RETRYABLE_4XX = frozenset({408, 410, 429, 460})
+#: 5xx statuses that are never retried.
+NON_RETRYABLE_5XX = frozenset({501, 505})
+#: Needs a new OAuth token: retried only when OAuth is configured.
+NETWORK_AUTH_REQUIRED = 511
+
+#: Network error kinds reported in ``stats()["network_errors"]``.
+NETWORK_ERROR_KINDS = ("refused", "reset", "timeout", "dns", "tls", "other")
+
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 60.0
+JITTER_FRACTION = 0.1
+RETRY_AFTER_CAP = 300.0
+
+DEFAULT_MAX_RETRIES = 10
+DEFAULT_MAX_TOTAL_BACKOFF_DURATION = 43200.0
+DEFAULT_MAX_RATE_LIMIT_DURATION = 1800.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to do with a batch after one attempt: ``action`` is delivered, retry or drop."""
+
+    action: str
+    reason: Optional[str] = None
+
+
+_DELIVERED = Verdict(DELIVERED)
+_RETRY = Verdict(RETRY)
+_DROP_STATUS = Verdict(DROP, errors.NON_RETRYABLE_STATUS)
+_DROP_CONFIG = Verdict(DROP, errors.CONFIGURATION_ERROR)
+
+
+def classify_status(status: int, oauth: bool = False) -> Verdict:
+    """Classify a final HTTP status code (SPEC 3.1).
+
+    2xx is delivered; 408, 410, 429, 460 and every 5xx except 501 and 505 are
+    retried (511 only when ``oauth`` is configured); everything else,
+    including 1xx, 3xx and codes outside 100-599, is dropped.
+    """
+    if 200 <= status <= 299:
+        return _DELIVERED
+    if 400 <= status <= 499:
+        return _RETRY if status in RETRYABLE_4XX else _DROP_STATUS
+    if 500 <= status <= 599:
+        if status in NON_RETRYABLE_5XX:
+            return _DROP_STATUS
+        if status == NETWORK_AUTH_REQUIRED:
+            return _RETRY if oauth else _DROP_STATUS
+        return _RETRY
+    return _DROP_STATUS
+
+
+def classify_network_error(kind: str) -> Verdict:
+    """Network errors of every kind are retried; a configuration error is dropped at once."""
+    if kind == "configuration":
+        return _DROP_CONFIG
+    return _RETRY
+
+
+def backoff_delay(retry: int, rand: float) -> float:
+    """Seconds to wait before counted retry ``retry`` (1, 2, ...), SPEC 3.3.
+
+    ``min(60, 0.5 * 2**(retry-1))`` plus jitter of up to 10% of that delay,
+    where ``rand`` is uniform in [0, 1). Never negative, never above 60 s.
+    """
+    if retry < 1:
+        raise ValueError("retry numbers start at 1")
+    exponent = min(retry - 1, 16)  # 0.5 * 2**16 is far past the cap; avoids huge floats
+    base = min(BACKOFF_CAP, BACKOFF_BASE * (2.0**exponent))
+    rand = min(max(rand, 0.0), 1.0)
+    return min(BACKOFF_CAP, base + base * JITTER_FRACTION * rand)
+
+
+class RetryAfter(NamedTuple):
+    """A parsed Retry-After header: ``delay`` in seconds (``None`` = treat as absent).
+
+    ``malformed`` is true when a value was present but could not be parsed, so
+    the caller can warn (once) about it.
+    """
+
+    delay: Optional[float]
+    malformed: bool = False
+
+
+_ABSENT = RetryAfter(None)
+
+
+def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
+    """Parse a Retry-After value (SPEC 3.4): integer seconds or an HTTP-date.
+
+    ``now_wall`` is the current wall-clock time (``time.time()``), used only
+    for HTTP-dates. The delay is capped at 300 s. Absent, ``0``, negative and
+    past values are treated as absent; anything unparsable is treated as
+    absent and flagged ``malformed``.
+    """
+    if value is None:
+        return _ABSENT
+    text = value.strip()
+    if not text:
+        return _ABSENT
+    sign = text[0] in "+-"
+    digits = text[1:] if sign else text
+    if digits.isdigit() and digits.isascii():
+        seconds = int(digits)
+        if text[0] == "-" or seconds == 0:
+            return _ABSENT
+        return RetryAfter(min(float(seconds), RETRY_AFTER_CAP))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return RetryAfter(None, True)
+    if when is None:  # some Python versions return None instead of raising
+        return RetryAfter(None, True)
+    if when.tzinfo is None:  # "-0000" means UTC with unknown origin zone
+        from datetime import timezone
+
+        when = when.replace(tzinfo=timezone.utc)
+    try:
+        delay = when.timestamp() - now_wall
+    except (OverflowError, OSError, ValueError):
+        return RetryAfter(None, True)
+    if not math.isfinite(delay) or delay <= 0:
+        return _ABSENT
+    return RetryAfter(min(delay, RETRY_AFTER_CAP))
+
+
+def _check_budget(name: str, value: object) -> float:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The three budgets of SPEC 3.3/3.4 and whether OAuth is configured.
+
+    Construction validates the budgets: ``None`` or a negative value raises
+    ``ValueError``; ``0`` means "no retry of that kind".
+    """
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_total_backoff_duration: float = DEFAULT_MAX_TOTAL_BACKOFF_DURATION
+    max_rate_limit_duration: float = DEFAULT_MAX_RATE_LIMIT_DURATION
+    oauth: bool = False
+
+    def __post_init__(self) -> None:
+        retries = _check_budget("max_retries", self.max_retries)
+        if retries != int(retries):
+            raise ValueError(f"max_retries must be a whole number, got {self.max_retries!r}")
+        _check_budget("max_total_backoff_duration", self.max_total_backoff_duration)
+        _check_budget("max_rate_limit_duration", self.max_rate_limit_duration)
+
+    def classify(self, status: int) -> Verdict:
+        """Classify a status with this policy's OAuth setting."""
+        return classify_status(status, self.oauth)
+
+    def may_retry(self, retry: int) -> bool:
+        """Whether counted retry number ``retry`` (1, 2, ...) is within ``max_retries``."""
+        return retry <= self.max_retries
+
+    def backoff_fits(self, first_failure: float, now: float, delay: float) -> bool:
+        """Whether a wait of ``delay`` from ``now`` ends within the total backoff budget."""
+        return (now + delay) - first_failure <= self.max_total_backoff_duration and self.max_total_backoff_duration > 0
+
+    def rate_limit_fits(self, episode_start: float, now: float, delay: float) -> bool:
+        """Whether a Retry-After wait of ``delay`` ends within the rate-limit budget."""
+        return self.max_rate_limit_duration > 0 and (now + delay) - episode_start <= self.max_rate_limit_duration
