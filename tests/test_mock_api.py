@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import pytest
 import requests
 
 from segment.analytics.testing import MockTrackingAPI, RecordedRequest, Reply, Rule, realistic_profile
+from segment.analytics.testing.mock_api import HANDLER_THREAD_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,8 +141,9 @@ def test_retry_after_header_passes_through(api: MockTrackingAPI) -> None:
 
 def test_reset_action_gives_connection_error(api: MockTrackingAPI) -> None:
     api.script(Reply(action="reset"))
-    with pytest.raises(requests.exceptions.ConnectionError):
+    with pytest.raises(requests.exceptions.ConnectionError) as info:
         _post(api, "lost")
+    assert "ConnectionResetError" in repr(info.value)  # an RST, not a polite close
     (rec,) = api.requests()
     assert rec.reply_status is None
     assert rec.action == "reset"
@@ -162,6 +165,17 @@ def test_hang_with_delay_gives_read_timeout(api: MockTrackingAPI) -> None:
     with pytest.raises(requests.exceptions.ReadTimeout):
         _post(api, "a", timeout=0.1)
     assert _post(api, "b").status_code == 200
+    # after `delay` the mock closes the connection without answering
+    api.script(Reply(action="hang", delay=0.3))
+    body = json.dumps(_batch("c")).encode()
+    request = (
+        f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", api.port), timeout=2) as sock:
+        t0 = time.monotonic()
+        sock.sendall(request)
+        assert sock.recv(1024) == b""
+        assert 0.25 <= time.monotonic() - t0 < 1.5
 
 
 def test_delay_then_respond(api: MockTrackingAPI) -> None:
@@ -171,8 +185,14 @@ def test_delay_then_respond(api: MockTrackingAPI) -> None:
     assert time.monotonic() - t0 >= 0.19
 
 
+def _handler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == HANDLER_THREAD_NAME]
+
+
 def test_stop_returns_promptly_while_a_hang_is_in_progress() -> None:
     api = MockTrackingAPI().start()
+    idle = requests.Session()  # keeps an idle keep-alive connection open
+    assert _post(api, "idle", session=idle).status_code == 200
     api.script(Reply(action="hang"))
     outcome: list[BaseException | int] = []
 
@@ -184,12 +204,14 @@ def test_stop_returns_promptly_while_a_hang_is_in_progress() -> None:
 
     thread = threading.Thread(target=client, daemon=True)
     thread.start()
-    assert api.wait_for_requests(1, timeout=2)
+    assert api.wait_for_requests(2, timeout=2)
     time.sleep(0.1)
     assert thread.is_alive()  # still hanging
     t0 = time.monotonic()
     api.stop()
     assert time.monotonic() - t0 < 1.0
+    assert _handler_threads() == []  # the hanging and the idle connection's threads ended
+    idle.close()
     thread.join(2)
     assert not thread.is_alive()
     assert len(outcome) == 1

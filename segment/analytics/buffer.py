@@ -104,29 +104,26 @@ class EventBuffer:
                     return None
                 self._wait(1, None)
             batch: list[bytes] = []
-            size = 0
-            first_seq = self._taken_total
+            lease = Lease(batch, self._taken_total, 0)
+            self._leases.add(lease)  # before the first pop, so a flush never sees these events as settled
             deadline = self._clock() + linger
             while True:
                 items = self._items
                 full = False
                 while items and len(batch) < max_count:
                     item_size = len(items[0]) + 1
-                    if batch and size + item_size > max_bytes:
+                    if batch and lease.size + item_size > max_bytes:
                         full = True
                         break
                     batch.append(items.popleft())
-                    size += item_size
+                    lease.size += item_size
                     self._taken_total += 1
-                if full or len(batch) >= max_count or self._closed or first_seq < self._urgent_until:
-                    break
+                if full or len(batch) >= max_count or self._closed or lease.first_seq < self._urgent_until:
+                    return lease
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    break
+                    return lease
                 self._wait(max_count - len(batch), remaining)
-            lease = Lease(batch, first_seq, size)
-            self._leases.add(lease)
-            return lease
 
     def _wait(self, wake_at: int, timeout: Optional[float]) -> None:
         self._wake_at = wake_at if not self._waiting else min(wake_at, self._wake_at)

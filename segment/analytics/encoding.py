@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import numbers
+import re
 import threading
 import uuid
 from decimal import Decimal
@@ -105,7 +106,7 @@ def make_json_safe(value: Any, _depth: int = 0, _path: Optional[set[int]] = None
     """
     if value is None or isinstance(value, (str, bool, int)):
         if isinstance(value, str) and not _is_encodable(value):
-            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+            return _SURROGATE.sub("\ufffd", value)
         if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
             return int(value)
         return value
@@ -130,6 +131,9 @@ def make_json_safe(value: Any, _depth: int = 0, _path: Optional[set[int]] = None
     return make_json_safe(_default(value), _depth + 1, path)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _is_encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -141,7 +145,7 @@ def _is_encodable(text: str) -> bool:
 def _key(key: Any) -> str:
     """A dict key as the JSON module would write it (str, int, float, bool, None), else ``str(key)``."""
     if isinstance(key, str):
-        return key if _is_encodable(key) else key.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return key if _is_encodable(key) else _SURROGATE.sub("\ufffd", key)
     if key is True:
         return "true"
     if key is False:

@@ -71,7 +71,7 @@ def format_timestamp(value: Any) -> str:
         )
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         value = value.replace(tzinfo=_dt.timezone.utc)
-    return value.isoformat(timespec="milliseconds")
+    return str(value.isoformat(timespec="milliseconds"))
 
 
 def _is_id(value: Any) -> bool:

@@ -54,6 +54,9 @@ __all__ = [
 #: The actions a :class:`Reply` can take.
 ACTIONS = frozenset({"respond", "reset", "hang", "cut"})
 
+#: Name of the threads that serve connections (the server loop is ``mock-tracking-api:PORT``).
+HANDLER_THREAD_NAME = "mock-tracking-api-handler"
+
 _LOOPBACK = "127.0.0.1"
 _ANY = "any"
 _CONTROL_PREFIX = "/_mock"
@@ -397,7 +400,34 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, port: int, mock: MockTrackingAPI) -> None:
         self.mock = mock
+        self.handler_threads: set[threading.Thread] = set()
+        self.threads_lock = threading.Lock()
         super().__init__((_LOOPBACK, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Like ThreadingMixIn.process_request, with named threads that stop() can join.
+        thread = threading.Thread(
+            target=self._run_handler,
+            args=(request, client_address),
+            name=HANDLER_THREAD_NAME,
+            daemon=True,
+        )
+        with self.threads_lock:
+            self.handler_threads.add(thread)
+        thread.start()
+
+    def _run_handler(self, request: Any, client_address: Any) -> None:
+        try:
+            self.process_request_thread(request, client_address)
+        finally:
+            with self.threads_lock:
+                self.handler_threads.discard(threading.current_thread())
+
+    def join_handlers(self, deadline: float) -> None:
+        with self.threads_lock:
+            threads = list(self.handler_threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def server_bind(self) -> None:
         # Skip HTTPServer.server_bind's reverse DNS lookup (socket.getfqdn).
@@ -407,7 +437,8 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
-        if isinstance(exc, (OSError, ValueError)) or self.mock._stopping.is_set():
+        closed_file = isinstance(exc, ValueError) and "closed file" in str(exc)
+        if isinstance(exc, OSError) or closed_file or self.mock._stopping.is_set():
             return  # client went away, or we closed the socket on purpose
         super().handle_error(request, client_address)
 
@@ -651,7 +682,10 @@ class MockTrackingAPI:
         return self
 
     def stop(self) -> None:
-        """Stop serving promptly: wakes hanging/delayed handlers and closes open connections."""
+        """Stop serving promptly: wakes hanging/delayed handlers and closes open connections.
+
+        Waits at most about half a second for the connection threads to end.
+        """
         self._stopping.set()
         server = self._server
         if server is None:
@@ -666,8 +700,10 @@ class MockTrackingAPI:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        deadline = time.monotonic() + 0.5
         if self._thread is not None:
-            self._thread.join(timeout=1.0)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        server.join_handlers(deadline)
         with self._cond:
             self._cond.notify_all()
 
@@ -830,6 +866,11 @@ class MockTrackingAPI:
         with self._lock:
             self._connection_count += 1
             self._open_sockets.add(sock)
+            if self._stopping.is_set():  # accepted just before stop(): do not keep it open
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
             return self._connection_count
 
     def _connection_closed(self, sock: socket.socket) -> None:
