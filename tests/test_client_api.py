@@ -24,7 +24,9 @@ def deliver(client: Client, api: MockTrackingAPI) -> list[dict[str, Any]]:
     return api.events()
 
 
-def test_every_call_with_every_keyword_reaches_the_api(make_client: Callable[..., Client], api: MockTrackingAPI) -> None:
+def test_every_call_with_every_keyword_reaches_the_api(
+    make_client: Callable[..., Client], api: MockTrackingAPI
+) -> None:
     client = make_client()
     ts = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc)
     common: dict[str, Any] = {
@@ -33,17 +35,34 @@ def test_every_call_with_every_keyword_reaches_the_api(make_client: Callable[...
         "integrations": {"Amplitude": False},
     }
     results = [
-        client.track(user_id="u1", event="Played", properties={"a": 1}, anonymous_id="anon", message_id="m-track",
-                     **common),
-        client.identify(user_id="u1", traits={"email": "a@b.c"}, anonymous_id="anon", message_id="m-identify",
-                        **common),
-        client.group(user_id="u1", group_id="g1", traits={"plan": "pro"}, anonymous_id="anon", message_id="m-group",
-                     **common),
+        client.track(
+            user_id="u1", event="Played", properties={"a": 1}, anonymous_id="anon", message_id="m-track", **common
+        ),
+        client.identify(
+            user_id="u1", traits={"email": "a@b.c"}, anonymous_id="anon", message_id="m-identify", **common
+        ),
+        client.group(
+            user_id="u1", group_id="g1", traits={"plan": "pro"}, anonymous_id="anon", message_id="m-group", **common
+        ),
         client.alias(previous_id="old", user_id="u1", message_id="m-alias", **common),
-        client.page(user_id="u1", category="Docs", name="Intro", properties={"path": "/"}, anonymous_id="anon",
-                    message_id="m-page", **common),
-        client.screen(user_id="u1", category="Home", name="Main", properties={"x": 1}, anonymous_id="anon",
-                      message_id="m-screen", **common),
+        client.page(
+            user_id="u1",
+            category="Docs",
+            name="Intro",
+            properties={"path": "/"},
+            anonymous_id="anon",
+            message_id="m-page",
+            **common,
+        ),
+        client.screen(
+            user_id="u1",
+            category="Home",
+            name="Main",
+            properties={"x": 1},
+            anonymous_id="anon",
+            message_id="m-screen",
+            **common,
+        ),
     ]
     assert all(ok for ok, _ in results)
     events = {e["messageId"]: e for e in deliver(client, api)}
@@ -59,7 +78,12 @@ def test_every_call_with_every_keyword_reaches_the_api(make_client: Callable[...
     assert events["m-group"]["groupId"] == "g1" and events["m-group"]["traits"] == {"plan": "pro"}
     assert events["m-alias"]["previousId"] == "old" and events["m-alias"]["userId"] == "u1"
     page = events["m-page"]
-    assert (page["type"], page["name"], page["category"], page["properties"]) == ("page", "Intro", "Docs", {"path": "/"})
+    assert (page["type"], page["name"], page["category"], page["properties"]) == (
+        "page",
+        "Intro",
+        "Docs",
+        {"path": "/"},
+    )
     screen = events["m-screen"]
     assert (screen["type"], screen["name"], screen["category"]) == ("screen", "Main", "Home")
 
@@ -72,8 +96,12 @@ def test_positional_arguments_follow_analytics_python(make_client: Callable[...,
     _, alias = client.alias("prev", "u1", {}, None, {}, "mid-4")
     _, page = client.page("u1", "cat", "name", {"p": 1}, {}, None, "anon", {}, "mid-5")
     _, screen = client.screen("u1", "cat", "name", {"p": 1}, {}, None, "anon", {}, "mid-6")
-    assert (track["event"], track["properties"], track["anonymousId"], track["messageId"]) == ("Event", {"p": 1}, "anon",
-                                                                                               "mid-1")
+    assert (track["event"], track["properties"], track["anonymousId"], track["messageId"]) == (
+        "Event",
+        {"p": 1},
+        "anon",
+        "mid-1",
+    )
     assert track["integrations"] == {"All": True}
     assert identify["traits"] == {"t": 1} and identify["messageId"] == "mid-2"
     assert group["groupId"] == "g1" and group["messageId"] == "mid-3"

@@ -28,8 +28,9 @@ def test_2000_events_from_4_threads_against_random_faults_all_add_up(
     make_client: Callable[..., Client], api: MockTrackingAPI, errors: ErrorLog
 ) -> None:
     api.set_profile(FAULTS, seed=7)
-    client = make_client(thread=4, upload_size=20, upload_interval=0.05, max_retries=2, max_queue_size=1500,
-                         max_rate_limit_duration=30)
+    client = make_client(
+        thread=4, upload_size=20, upload_interval=0.05, max_retries=2, max_queue_size=1500, max_rate_limit_duration=30
+    )
     accepted_ids: list[str] = []
     refused_ids: list[str] = []
     lock = threading.Lock()

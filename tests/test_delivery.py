@@ -217,7 +217,7 @@ def test_207_retries_only_the_failed_events(
     for i in range(5):
         client.track("u", "e", message_id=f"m{i}")
     assert client.flush(timeout=10) == 0
-    first, second = api.requests()
+    _, second = api.requests()
     assert [e["messageId"] for e in second.batch] == ["m1"] and second.retry_count == 1
     assert sorted(api.message_ids()) == ["m0", "m1", "m2", "m4"]
     assert errors.dropped_ids() == ["m3"]

@@ -111,8 +111,14 @@ def test_json_safety_table(encoder: Any, value: Any, expected: Any) -> None:
 def test_numpy_values_if_available(encoder: Any) -> None:
     np = pytest.importorskip("numpy")
     data = encoder.encode(
-        {"i": np.int64(5), "f": np.float32(1.5), "b": np.bool_(True), "a": np.arange(3), "nan": np.float64("nan"),
-         "m": np.array([[1.0, 2.0]])}
+        {
+            "i": np.int64(5),
+            "f": np.float32(1.5),
+            "b": np.bool_(True),
+            "a": np.arange(3),
+            "nan": np.float64("nan"),
+            "m": np.array([[1.0, 2.0]]),
+        }
     )
     assert strict_loads(data) == {"i": 5, "f": 1.5, "b": True, "a": [0, 1, 2], "nan": None, "m": [[1.0, 2.0]]}
 
@@ -157,8 +163,9 @@ def test_bad_values_are_made_safe_at_the_call_and_the_batch_survives(
 ) -> None:
     client = make_client()
     client.track("u", "good-1", message_id="g1")
-    client.track("u", "weird", {"nan": float("nan"), "obj": Opaque(), "set": {1}, "when": dt.date(2020, 1, 1)},
-                 message_id="w")
+    client.track(
+        "u", "weird", {"nan": float("nan"), "obj": Opaque(), "set": {1}, "when": dt.date(2020, 1, 1)}, message_id="w"
+    )
     client.track("u", "good-2", message_id="g2")
     assert client.flush(timeout=5) == 0
     events = {e["messageId"]: e for e in api.events()}

@@ -73,8 +73,11 @@ def test_three_consumers_upload_concurrently_and_all_stop(
     api.set_default(Reply(status=200, delay=0.3))
     client = make_client(thread=3, upload_size=10, upload_interval=0.05)
     assert client.consumers is not None
-    assert sorted(c.name for c in client.consumers) == ["segment-consumer-1", "segment-consumer-2",
-                                                         "segment-consumer-3"]
+    assert sorted(c.name for c in client.consumers) == [
+        "segment-consumer-1",
+        "segment-consumer-2",
+        "segment-consumer-3",
+    ]
     for i in range(60):
         client.track("u", "e", {"i": i})
     started = time.monotonic()
@@ -204,8 +207,10 @@ def test_forked_child_gets_a_fresh_pipeline_and_delivers(
             inherited = stats["queue_depth"]
             client.track("u", "from-child", message_id="c1")
             left = client.flush(timeout=5)
-            os.write(write_end, json.dumps({"inherited": inherited, "left": left,
-                                            "delivered": client.stats()["delivered"]}).encode())
+            os.write(
+                write_end,
+                json.dumps({"inherited": inherited, "left": left, "delivered": client.stats()["delivered"]}).encode(),
+            )
             code = 0
         finally:
             os._exit(code)
@@ -221,8 +226,14 @@ def test_forked_child_gets_a_fresh_pipeline_and_delivers(
 
 def run_script(code: str, api: MockTrackingAPI, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), MOCK_URL=api.url)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(ROOT),
+    )
 
 
 def test_exit_drains_what_it_can_and_logs_the_rest(api: MockTrackingAPI) -> None:

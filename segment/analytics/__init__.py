@@ -129,7 +129,7 @@ def screen(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
 
 def flush(timeout: Optional[float] = None) -> int:
     """Flush the default client; returns the events still undelivered (see :meth:`Client.flush`)."""
-    return _client().flush(timeout)
+    return default_client.flush(timeout) if default_client is not None else 0
 
 
 def join(timeout: Optional[float] = None) -> None:

@@ -355,8 +355,9 @@ class Client:
         message_id: Any = None,
     ) -> tuple[bool, Message]:
         """Record a page view."""
-        return self._view("page", user_id, category, name, properties, context, timestamp, anonymous_id,
-                          integrations, message_id)
+        return self._view(
+            "page", user_id, category, name, properties, context, timestamp, anonymous_id, integrations, message_id
+        )
 
     def screen(
         self,
@@ -371,12 +372,22 @@ class Client:
         message_id: Any = None,
     ) -> tuple[bool, Message]:
         """Record a mobile screen view."""
-        return self._view("screen", user_id, category, name, properties, context, timestamp, anonymous_id,
-                          integrations, message_id)
+        return self._view(
+            "screen", user_id, category, name, properties, context, timestamp, anonymous_id, integrations, message_id
+        )
 
     def _view(
-        self, kind: str, user_id: Any, category: Any, name: Any, properties: Any, context: Any, timestamp: Any,
-        anonymous_id: Any, integrations: Any, message_id: Any,
+        self,
+        kind: str,
+        user_id: Any,
+        category: Any,
+        name: Any,
+        properties: Any,
+        context: Any,
+        timestamp: Any,
+        anonymous_id: Any,
+        integrations: Any,
+        message_id: Any,
     ) -> tuple[bool, Message]:
         uid, aid = message.require_user(user_id, anonymous_id)
         msg = {

@@ -11,6 +11,7 @@ random source are parameters, so tests run the whole loop in microseconds.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import ipaddress
 import logging
@@ -320,14 +321,22 @@ class _Run:
         self.first_failure: Optional[float] = None
         self.result = BatchResult()
 
-    def drop(self, events: list[bytes], reason: str, message: str, *, status: Optional[int] = None,
-             cause: Optional[BaseException] = None) -> None:
+    def drop(
+        self,
+        events: list[bytes],
+        reason: str,
+        message: str,
+        *,
+        status: Optional[int] = None,
+        cause: Optional[BaseException] = None,
+    ) -> None:
         error = DeliveryError(reason, message, status=status, cause=cause, attempts=self.attempt)
         log.warning("dropping %d event(s): %s", len(events), error)
         self.result.dropped.append((events, error))
 
-    def drop_head(self, reason: str, message: str, *, status: Optional[int] = None,
-                  cause: Optional[BaseException] = None) -> None:
+    def drop_head(
+        self, reason: str, message: str, *, status: Optional[int] = None, cause: Optional[BaseException] = None
+    ) -> None:
         self.drop(self.work.pop(0), reason, message, status=status, cause=cause)
 
 
@@ -366,8 +375,9 @@ class BatchSender:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.poster = poster
-        self.policy = policy
         self.auth: Auth = auth or BasicAuth(write_key)
+        # whether 511 is retried must follow whether there is a token to clear
+        self.policy = policy if policy.oauth == self.auth.oauth else dataclasses.replace(policy, oauth=self.auth.oauth)
         self.gzip = gzip
         self.gate = gate or RateLimitGate()
         self.stats: StatsSink = stats or _NoStats()
@@ -460,8 +470,9 @@ class BatchSender:
             response = self.poster.post(wire, headers)
         except NetworkError as exc:
             if exc.kind == "configuration":
-                run.drop_head(errors.CONFIGURATION_ERROR, f"cannot send to the configured host: {exc.cause}",
-                              cause=exc.cause)
+                run.drop_head(
+                    errors.CONFIGURATION_ERROR, f"cannot send to the configured host: {exc.cause}", cause=exc.cause
+                )
                 return None
             self.stats.network_error(exc.kind)
             log.debug("attempt %d: network error (%s): %s", run.attempt, exc.kind, exc.cause)
@@ -507,8 +518,12 @@ class BatchSender:
         if delivered:
             run.result.delivered.append((delivered, after_retry))
         for status, events in drops.items():
-            run.drop(events, errors.NON_RETRYABLE_STATUS, f"the API rejected these events with status {status}",
-                     status=status)
+            run.drop(
+                events,
+                errors.NON_RETRYABLE_STATUS,
+                f"the API rejected these events with status {status}",
+                status=status,
+            )
         if retry_part is None:
             run.work.pop(0)
             return None
@@ -524,27 +539,34 @@ class BatchSender:
             run.first_failure = now
         if failure.retry_after is not None:
             episode_start = self.gate.limit(now, failure.retry_after)
-            if not policy.rate_limit_fits(episode_start, now, failure.retry_after):
+            # the wait is until the shared gate opens, which another consumer may have pushed further out
+            if not policy.rate_limit_fits(episode_start, now, self.gate.wait_time(now)):
                 run.drop_head(
                     errors.RATE_LIMIT_DURATION_EXCEEDED,
                     f"Retry-After {failure.retry_after:g}s does not fit max_rate_limit_duration "
                     f"({policy.max_rate_limit_duration:g}s)",
-                    status=failure.status, cause=failure.error,
+                    status=failure.status,
+                    cause=failure.error,
                 )
                 return True
             self.stats.retry(failure.key)
             return True  # the shared gate makes every consumer wait before the next send
         run.counted += 1
         if not policy.may_retry(run.counted):
-            run.drop_head(errors.RETRIES_EXHAUSTED, f"gave up after {run.attempt} attempt(s)",
-                          status=failure.status, cause=failure.error)
+            run.drop_head(
+                errors.RETRIES_EXHAUSTED,
+                f"gave up after {run.attempt} attempt(s)",
+                status=failure.status,
+                cause=failure.error,
+            )
             return True
         delay = retry.backoff_delay(run.counted, self.rand())
         if not policy.backoff_fits(run.first_failure, now, delay):
             run.drop_head(
                 errors.BACKOFF_DURATION_EXCEEDED,
                 f"the next retry would end past max_total_backoff_duration ({policy.max_total_backoff_duration:g}s)",
-                status=failure.status, cause=failure.error,
+                status=failure.status,
+                cause=failure.error,
             )
             return True
         self.stats.retry(failure.key)
@@ -575,8 +597,11 @@ class BatchSender:
             index = entry.get("index") if isinstance(entry, dict) else None
             status = entry.get("status") if isinstance(entry, dict) else None
             if (
-                not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(group)
-                or not isinstance(status, int) or isinstance(status, bool)
+                not isinstance(index, int)
+                or isinstance(index, bool)
+                or not 0 <= index < len(group)
+                or not isinstance(status, int)
+                or isinstance(status, bool)
             ):
                 ignored += 1
                 continue

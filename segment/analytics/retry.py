@@ -149,7 +149,7 @@ def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
 def _check_budget(name: str, value: object) -> float:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    if math.isnan(value) or value < 0:
+    if math.isnan(value) or value < 0 or (name == "max_retries" and math.isinf(value)):
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
     return value
 
