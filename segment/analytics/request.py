@@ -15,6 +15,7 @@ import dataclasses
 import http.client
 import ipaddress
 import logging
+import os
 import random
 import socket
 import ssl
@@ -147,8 +148,15 @@ class Transport:
     ) -> None:
         self.url = batch_url(host)
         self.timeout = timeout
-        self.proxies = dict(proxies) if proxies else None
         self._session = requests.Session()
+        # Read the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) once instead of on every request,
+        # and keep ~/.netrc from replacing the Authorization header.
+        self._session.trust_env = False
+        env_proxies = requests.utils.get_environ_proxies(self.url)
+        self.proxies = dict(proxies) if proxies else (dict(env_proxies) or None)
+        ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if ca_bundle:
+            self._session.verify = ca_bundle
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 2), max_retries=0)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
@@ -419,14 +427,10 @@ class BatchSender:
 
     def _wait_gate(self) -> bool:
         """Wait while the client is rate-limited; ``False`` if shutdown interrupted the wait."""
-        waited = False
         while True:
             remaining = self.gate.wait_time(self.clock())
             if remaining <= 0:
                 return True
-            if not waited:
-                self.stats.rate_limited_wait()
-                waited = True
             log.debug("rate-limited: waiting %.2fs before sending", remaining)
             if not self.sleep(remaining):
                 return False
@@ -550,6 +554,7 @@ class BatchSender:
                 )
                 return True
             self.stats.retry(failure.key)
+            self.stats.rate_limited_wait()
             return True  # the shared gate makes every consumer wait before the next send
         run.counted += 1
         if not policy.may_retry(run.counted):
