@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: lint pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check segment tests e2e-cli bench
+	$(BIN)/ruff check segment tests e2e-cli $(wildcard bench)
 	$(BIN)/mypy
 
 pytest: $(STAMP)

@@ -38,7 +38,7 @@ import pytest
 
 pytest.importorskip("orjson")
 
-from segment.analytics import encoding, message  # noqa: E402 - after the skip
+from segment.analytics import encoding, message
 
 
 @pytest.fixture(autouse=True)
