@@ -205,7 +205,15 @@ def encode(message: Any) -> bytes:
     try:
         return _fast_encode(message)
     except _FAST_ERRORS:
-        return _encode_stdlib(make_json_safe(message))
+        pass
+    if _fast_encode is not _encode_stdlib:
+        # orjson refused (a non-string key, an int over 64 bits, nesting past 254 levels): the standard
+        # library may still take it as it is, and then the bytes are the same as without orjson
+        try:
+            return _encode_stdlib(message)
+        except _FAST_ERRORS:
+            pass
+    return _encode_stdlib(make_json_safe(message))
 
 
 def decode(data: bytes) -> Any:
