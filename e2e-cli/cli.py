@@ -27,21 +27,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+try:  # installed: the package is importable; from a checkout: this folder is sys.path[0]
+    from segment_e2e_cli.checkout import use_checkout
+except ImportError:
+    from checkout import use_checkout  # type: ignore[no-redef]
 
-def _use_checkout() -> None:
-    """Make the library of this checkout importable when run as ``python e2e-cli/cli.py``.
-
-    When the directory above this file holds ``segment/analytics`` (a checkout,
-    or an editable install) and is not on ``sys.path`` yet, it is put first, so
-    the driver tests this tree's library rather than another installed copy.
-    """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "segment", "analytics", "__init__.py")):
-        if not any(os.path.abspath(p or os.curdir) == root for p in sys.path):
-            sys.path.insert(0, root)
-
-
-_use_checkout()
+use_checkout()
 
 from segment.analytics import Client  # noqa: E402
 from segment.analytics.errors import ArgumentError  # noqa: E402

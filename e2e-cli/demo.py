@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import random
 import sys
 import threading
@@ -26,16 +25,12 @@ import uuid
 from collections import Counter
 from typing import Any, Callable, Optional, Sequence, TextIO
 
+try:  # installed: the package is importable; from a checkout: this folder is sys.path[0]
+    from segment_e2e_cli.checkout import use_checkout
+except ImportError:
+    from checkout import use_checkout  # type: ignore[no-redef]
 
-def _use_checkout() -> None:
-    """Make this checkout's library importable when run as ``python3 e2e-cli/demo.py``."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "segment", "analytics", "__init__.py")):
-        if not any(os.path.abspath(p or os.curdir) == root for p in sys.path):
-            sys.path.insert(0, root)
-
-
-_use_checkout()
+use_checkout()
 
 from segment.analytics import Client  # noqa: E402
 from segment.analytics.testing import MockTrackingAPI, Reply, Rule, realistic_profile  # noqa: E402

@@ -30,16 +30,12 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any, Optional, Sequence
 
+try:  # installed: the package is importable; from a checkout: this folder is sys.path[0]
+    from segment_e2e_cli.checkout import use_checkout
+except ImportError:
+    from checkout import use_checkout  # type: ignore[no-redef]
 
-def _use_checkout() -> None:
-    """Make this checkout's library importable when run as ``python e2e-cli/runner.py``."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, "segment", "analytics", "__init__.py")):
-        if not any(os.path.abspath(p or os.curdir) == root for p in sys.path):
-            sys.path.insert(0, root)
-
-
-_use_checkout()
+use_checkout()
 
 from dateutil.parser import isoparse  # noqa: E402
 

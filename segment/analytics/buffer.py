@@ -149,18 +149,16 @@ class EventBuffer:
             self._cond.notify_all()
             return mark
 
-    def settled_through(self, mark: int) -> bool:
-        """Whether every event put before ``mark`` has left the queue and been settled."""
-        with self._lock:
-            return self._settled_locked(mark)
-
     def _settled_locked(self, mark: int) -> bool:
         if self._taken_total < mark:
             return False
         return all(lease.first_seq >= mark for lease in self._leases)
 
     def wait_settled(self, mark: int, timeout: Optional[float], alive: Callable[[], bool]) -> bool:
-        """Wait until :meth:`settled_through` ``mark``; ``False`` on timeout or when ``alive()`` turns false."""
+        """Wait until every event put before ``mark`` has left the queue and been settled.
+
+        Returns ``False`` on timeout or as soon as ``alive()`` turns false.
+        """
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while not self._settled_locked(mark):

@@ -174,7 +174,6 @@ class Client:
 
     def _setup_pipeline(self) -> None:
         """Create the buffer, counters, rate-limit state, transport and sender (again after a fork)."""
-        self._pid = os.getpid()
         self._buffer = EventBuffer(self._max_queue_size)
         self._stats = DeliveryStats()
         self._gate = RateLimitGate()

@@ -26,18 +26,6 @@ CLIENT_CLOSED = "client_closed"
 CONFIGURATION_ERROR = "configuration_error"
 INTERNAL_ERROR = "internal_error"
 
-DROP_REASONS = (
-    NON_RETRYABLE_STATUS,
-    RETRIES_EXHAUSTED,
-    BACKOFF_DURATION_EXCEEDED,
-    RATE_LIMIT_DURATION_EXCEEDED,
-    QUEUE_FULL,
-    MESSAGE_TOO_LARGE,
-    CLIENT_CLOSED,
-    CONFIGURATION_ERROR,
-    INTERNAL_ERROR,
-)
-
 
 class ArgumentError(AssertionError, TypeError, ValueError):
     """A call was made with a missing or wrongly typed argument.

@@ -23,7 +23,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional, Protocol
+from typing import Callable, Iterator, Mapping, Optional, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -473,7 +473,7 @@ class BatchSender:
         try:
             response = self.poster.post(wire, headers)
         except NetworkError as exc:
-            if exc.kind == "configuration":
+            if retry.classify_network_error(exc.kind).action == retry.DROP:
                 run.drop_head(
                     errors.CONFIGURATION_ERROR, f"cannot send to the configured host: {exc.cause}", cause=exc.cause
                 )
@@ -651,13 +651,3 @@ def _iso_utc(epoch: float) -> str:
 def _plain_sleep(seconds: float) -> bool:
     time.sleep(seconds)
     return True
-
-
-def describe_result(result: BatchResult) -> dict[str, Any]:
-    """A small summary of a :class:`BatchResult` (for logs and the CLI)."""
-    return {
-        "delivered": sum(len(g) for g, _ in result.delivered),
-        "dropped": sum(len(g) for g, _ in result.dropped),
-        "pending": len(result.pending),
-        "attempts": result.attempts,
-    }

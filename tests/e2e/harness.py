@@ -11,6 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 E2E_DIR = os.path.join(ROOT, "e2e-cli")
 CLI_PATH = os.path.join(E2E_DIR, "cli.py")
 DEMO_PATH = os.path.join(E2E_DIR, "demo.py")
+if E2E_DIR not in sys.path:
+    sys.path.append(E2E_DIR)  # as when the scripts run as `python e2e-cli/<script>.py`: finds checkout.py
 
 
 def load(filename: str) -> ModuleType:
