@@ -36,7 +36,7 @@ import pytest
 
 pytest.importorskip("orjson")
 
-from segment.analytics import encoding, message
+from segment.analytics import Client, encoding
 
 
 @pytest.fixture(autouse=True)
@@ -57,11 +57,16 @@ def encode_both(value: Any) -> tuple[bytes, bytes]:
     return std, fast
 
 
+_BUILDER = Client("orjson-differential-key", send=False)
+
+
 def track_message(properties: Any) -> dict[str, Any]:
     """A complete track message as the client builds it, around ``properties``."""
-    msg = {"type": "track", "event": "Order Completed", "userId": "user-1", "anonymousId": None,
-           "properties": properties}
-    return message.finish(msg, {"ip": "203.0.113.9", "locale": "fr-FR"}, None, None, {"All": True})
+    _, msg = _BUILDER.track(
+        "user-1", "Order Completed", properties, context={"ip": "203.0.113.9", "locale": "fr-FR"},
+        integrations={"All": True},
+    )
+    return msg
 
 
 def float_spelling_may_differ(x: float) -> bool:
@@ -265,9 +270,9 @@ def test_realistic_messages_are_byte_identical() -> None:
         "amount": decimal.Decimal("10.10"),
     }
     for timestamp in (None, dt.datetime(2026, 1, 2, 3, 4, 5, 678901), "2026-11-25T10:00:00Z", dt.date(2026, 1, 1)):
-        msg = message.finish(
-            {"type": "identify", "userId": 42, "anonymousId": None, "traits": properties},
-            {"library": "overwritten", "page": {"url": "https://example.com/ü"}}, timestamp, uuid.UUID(int=7), None,
+        _, msg = _BUILDER.identify(
+            42, properties, context={"library": "overwritten", "page": {"url": "https://example.com/ü"}},
+            timestamp=timestamp, message_id=uuid.UUID(int=7),
         )
         std, fast = encode_both(msg)
         assert std == fast

@@ -277,8 +277,20 @@ class Client:
     ) -> tuple[bool, Message]:
         """Record who the user is and their traits."""
         uid, aid = message.require_user(user_id, anonymous_id)
-        msg = {"type": "identify", "userId": uid, "anonymousId": aid, "traits": message.mapping("traits", traits)}
-        return self._enqueue(message.finish(msg, context, timestamp, message_id, integrations))
+        traits = message.mapping("traits", traits)
+        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
+        return self._enqueue(
+            {
+                "integrations": integ,
+                "messageId": mid,
+                "traits": traits,
+                "timestamp": stamp,
+                "anonymousId": aid,
+                "context": ctx,
+                "type": "identify",
+                "userId": uid,
+            }
+        )
 
     def track(
         self,
@@ -293,14 +305,23 @@ class Client:
     ) -> tuple[bool, Message]:
         """Record an action the user performed."""
         uid, aid = message.require_user(user_id, anonymous_id)
-        msg = {
-            "type": "track",
-            "event": message.require_event(event),
-            "userId": uid,
-            "anonymousId": aid,
-            "properties": message.mapping("properties", properties),
-        }
-        return self._enqueue(message.finish(msg, context, timestamp, message_id, integrations))
+        event = message.require_event(event)
+        properties = message.mapping("properties", properties)
+        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
+        # field order chosen for gzip: constant and random fields interleaved compress best across a batch
+        return self._enqueue(
+            {
+                "integrations": integ,
+                "messageId": mid,
+                "properties": properties,
+                "timestamp": stamp,
+                "anonymousId": aid,
+                "context": ctx,
+                "type": "track",
+                "userId": uid,
+                "event": event,
+            }
+        )
 
     def alias(
         self,
@@ -312,12 +333,20 @@ class Client:
         message_id: Any = None,
     ) -> tuple[bool, Message]:
         """Merge two user identities."""
-        msg = {
-            "type": "alias",
-            "previousId": message.require_id("previous_id", previous_id),
-            "userId": message.id_string("user_id", user_id, required=True),
-        }
-        return self._enqueue(message.finish(msg, context, timestamp, message_id, integrations))
+        previous = message.require_id("previous_id", previous_id)
+        uid = message.id_string("user_id", user_id, required=True)
+        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
+        return self._enqueue(
+            {
+                "integrations": integ,
+                "messageId": mid,
+                "previousId": previous,
+                "timestamp": stamp,
+                "context": ctx,
+                "type": "alias",
+                "userId": uid,
+            }
+        )
 
     def group(
         self,
@@ -332,14 +361,22 @@ class Client:
     ) -> tuple[bool, Message]:
         """Associate the user with a group (an account, a company)."""
         uid, aid = message.require_user(user_id, anonymous_id)
-        msg = {
-            "type": "group",
-            "groupId": message.require_id("group_id", group_id),
-            "userId": uid,
-            "anonymousId": aid,
-            "traits": message.mapping("traits", traits),
-        }
-        return self._enqueue(message.finish(msg, context, timestamp, message_id, integrations))
+        gid = message.require_id("group_id", group_id)
+        traits = message.mapping("traits", traits)
+        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
+        return self._enqueue(
+            {
+                "integrations": integ,
+                "messageId": mid,
+                "traits": traits,
+                "timestamp": stamp,
+                "anonymousId": aid,
+                "groupId": gid,
+                "context": ctx,
+                "type": "group",
+                "userId": uid,
+            }
+        )
 
     def page(
         self,
@@ -389,15 +426,24 @@ class Client:
         message_id: Any,
     ) -> tuple[bool, Message]:
         uid, aid = message.require_user(user_id, anonymous_id)
-        msg = {
-            "type": kind,
-            "userId": uid,
-            "anonymousId": aid,
-            "name": message.optional_str("name", name),
-            "category": message.optional_str("category", category),
-            "properties": message.mapping("properties", properties),
-        }
-        return self._enqueue(message.finish(msg, context, timestamp, message_id, integrations))
+        name = message.optional_str("name", name)
+        category = message.optional_str("category", category)
+        properties = message.mapping("properties", properties)
+        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
+        return self._enqueue(
+            {
+                "integrations": integ,
+                "messageId": mid,
+                "properties": properties,
+                "timestamp": stamp,
+                "anonymousId": aid,
+                "category": category,
+                "context": ctx,
+                "type": kind,
+                "userId": uid,
+                "name": name,
+            }
+        )
 
     def _enqueue(self, msg: Message) -> tuple[bool, Message]:
         """Encode once and queue (or send now in sync mode); never raises for the data."""

@@ -160,8 +160,26 @@ def _key(key: Any) -> str:
     return safe if isinstance(safe, str) else json.dumps(safe, separators=(",", ":"), ensure_ascii=False)
 
 
-_stdlib_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_default)
-_stdlib_encode = _stdlib_encoder.encode
+def _make_stdlib_encoder() -> Callable[[Any], str]:
+    """The standard library's C encoder, built once (``json.dumps`` builds one per call).
+
+    No circular-reference bookkeeping: a value that contains itself ends in a
+    ``RecursionError``, which :func:`encode` answers with :func:`make_json_safe`.
+    """
+    options = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False, "default": _default}
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(**options).encode  # type: ignore[arg-type]
+    chunks = c_make_encoder(None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    join = "".join
+
+    def _encode(message: Any) -> str:
+        return join(chunks(message, 0))
+
+    return _encode
+
+
+_stdlib_encode = _make_stdlib_encoder()
 
 _FAST_ERRORS = (TypeError, ValueError, OverflowError, UnicodeEncodeError, RecursionError)
 
@@ -179,7 +197,9 @@ def _make_orjson_encoder() -> Optional[Callable[[Any], bytes]]:
     dumps = orjson.dumps
 
     def _encode_orjson(message: Any) -> bytes:
-        return dumps(message, default=_default, option=option)
+        # orjson's result keeps its growth buffer (about 4 KB for a typical event); the queue keeps an
+        # exact-size copy instead
+        return memoryview(dumps(message, default=_default, option=option)).tobytes()
 
     return _encode_orjson
 

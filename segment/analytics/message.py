@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from dateutil.parser import isoparse
 
@@ -134,16 +134,16 @@ def require_event(value: Any) -> str:
     return value
 
 
-def finish(msg: dict[str, Any], context: Any, timestamp: Any, message_id: Any, integrations: Any) -> dict[str, Any]:
-    """Add the fields every message carries: context with ``library``, timestamp, messageId, integrations."""
+def common(
+    context: Any, timestamp: Any, message_id: Any, integrations: Any
+) -> tuple[dict[str, Any], dict[str, Any], str, str]:
+    """The fields every message carries: (context with ``library``, integrations, timestamp, messageId).
+
+    The caller's ``context`` is copied, never modified.
+    """
     ctx = mapping("context", context)
     ctx = dict(ctx) if ctx else {}
     ctx["library"] = {"name": LIBRARY_NAME, "version": VERSION}
-    msg["context"] = ctx
-    msg["integrations"] = mapping("integrations", integrations)
-    msg["timestamp"] = now_timestamp() if timestamp is None else format_timestamp(timestamp)
-    if message_id is None:
-        msg["messageId"] = new_message_id()
-    else:
-        msg["messageId"] = id_string("message_id", message_id, required=True)
-    return msg
+    stamp = now_timestamp() if timestamp is None else format_timestamp(timestamp)
+    mid = new_message_id() if message_id is None else cast(str, id_string("message_id", message_id, required=True))
+    return ctx, mapping("integrations", integrations), stamp, mid
