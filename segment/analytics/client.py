@@ -219,7 +219,7 @@ class Client:
                     self._stop,
                     self.upload_size,
                     self.upload_interval,
-                    BATCH_SIZE_LIMIT - len(self.write_key) - 64,
+                    BATCH_SIZE_LIMIT - self._sender.envelope_size(),
                 )
                 for index in range(1, self.thread + 1)
             ]

@@ -406,6 +406,13 @@ class BatchSender:
         tail = b'],"sentAt":"' + sent_at.encode("ascii") + b'","writeKey":' + self._key_json + b"}"
         return _BATCH_PREFIX + b",".join(items) + tail
 
+    def envelope_size(self) -> int:
+        """Bytes a body takes besides its events (``{"batch":[...],"sentAt":...,"writeKey":...}``).
+
+        A batch's events, each counted with one separator byte, fit in the rest of the size limit.
+        """
+        return len(self._body([]))
+
     def _headers(self, attempt: int) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
