@@ -163,3 +163,18 @@ def test_report_table_and_goals() -> None:
     table = run.render_table(rows, variants)
     assert "≥ 3x ✅" in table and "≥ 5x ❌" in table
     json.dumps(rows)  # the report is JSON-able
+
+
+def test_report_ratio_pairs_each_repetition_with_its_reference_run() -> None:
+    variants = [run.Variant("ref", "reference", "python", {}, False, BENCH),
+                run.Variant("ours", "ours", "python", {}, False, BENCH)]
+    def reps(*values: float) -> list[dict[str, Any]]:
+        return [{"rep": rep, "caller_cpu_us": value} for rep, value in enumerate(values)]
+
+    runs = {"caller": {"ref": reps(40.0, 80.0, 40.0), "ours": reps(12.0, 24.0, 20.0)}}
+    row = next(r for r in run.summarize(runs, variants) if r["key"] == "a_caller_cpu")
+    ours = row["variants"]["ours"]
+    assert ours["paired_ratio"]["min"] == pytest.approx(0.3) and ours["paired_ratio"]["max"] == pytest.approx(0.5)
+    assert ours["ratio"] == pytest.approx(0.3)  # median of 0.3, 0.3, 0.5: a slow moment hit both runs of rep 1
+    assert ours["ratio_of_medians"] == pytest.approx(0.5)
+    assert ours["met"] is True
