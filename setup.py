@@ -38,7 +38,7 @@ setup(
     extras_require={
         "fast": ["orjson>=3.6"],
         "oauth": ["PyJWT[crypto]>=2.0"],
-        "test": ["pytest>=7", "ruff", "mypy", "types-requests", "types-python-dateutil", "numpy"],
+        "test": ["pytest>=7", "ruff", "mypy", "types-requests", "types-python-dateutil", "numpy", "PyJWT[crypto]>=2.0"],
     },
     entry_points={"console_scripts": ["e2e-cli=segment_e2e_cli.cli:main"]},
     classifiers=[

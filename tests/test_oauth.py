@@ -1,0 +1,127 @@
+"""OAuth client credentials (SPEC 3.1 511, 3.2 Bearer): a real local token endpoint and the mock Tracking API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from segment.analytics import Client
+from segment.analytics.testing import MockTrackingAPI, Reply
+
+from .conftest import WRITE_KEY, ErrorLog
+
+jwt = pytest.importorskip("jwt")
+rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
+serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
+
+
+class TokenServer:
+    """A token endpoint that hands out ``token-1``, ``token-2``, ... and records each form it receives."""
+
+    def __init__(self) -> None:
+        self.forms: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                owner.forms.append(form | {"_path": self.path})
+                body = json.dumps({"access_token": f"token-{len(owner.forms)}", "expires_in": 3600}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def token_server() -> Iterator[TokenServer]:
+    server = TokenServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def key_pair() -> tuple[str, Any]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return pem, private.public_key()
+
+
+def oauth_client(api: MockTrackingAPI, token_server: TokenServer, pem: str, errors: ErrorLog) -> Client:
+    return Client(
+        WRITE_KEY,
+        host=api.url,
+        on_error=errors.on_error,
+        oauth_client_id="client-id-1",
+        oauth_client_key=pem,
+        oauth_key_id="key-id-1",
+        oauth_auth_server=token_server.url,
+        upload_interval=0.05,
+    )
+
+
+def test_requests_carry_a_bearer_token_from_a_signed_client_assertion(
+    api: MockTrackingAPI, token_server: TokenServer, key_pair: tuple[str, Any], errors: ErrorLog
+) -> None:
+    pem, public_key = key_pair
+    client = oauth_client(api, token_server, pem, errors)
+    try:
+        client.track("u", "e")
+        client.track("u", "e2")
+        assert client.flush(timeout=10) == 0
+    finally:
+        client.shutdown(timeout=2)
+    assert {r.header("Authorization") for r in api.requests()} == {"Bearer token-1"}
+    [form] = token_server.forms  # cached: one token for every request
+    assert form["_path"] == "/token"
+    assert form["grant_type"] == "client_credentials"
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert form["scope"] == "tracking_api:write"
+    assertion = form["client_assertion"]
+    assert jwt.get_unverified_header(assertion)["kid"] == "key-id-1"
+    claims = jwt.decode(assertion, public_key, algorithms=["RS256"], audience=token_server.url)
+    assert claims["iss"] == claims["sub"] == "client-id-1"
+    assert errors.errors == []
+
+
+def test_511_clears_the_token_and_retries_with_a_new_one(
+    api: MockTrackingAPI,
+    token_server: TokenServer,
+    key_pair: tuple[str, Any],
+    errors: ErrorLog,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api.script(Reply(status=511))
+    client = oauth_client(api, token_server, key_pair[0], errors)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="segment"):
+            client.track("u", "e")
+            assert client.flush(timeout=10) == 0
+    finally:
+        client.shutdown(timeout=2)
+    assert [r.header("Authorization") for r in api.requests()] == ["Bearer token-1", "Bearer token-2"]
+    assert [r.retry_count for r in api.requests()] == [None, 1]
+    assert len(token_server.forms) == 2 and errors.errors == []
+    assert "token-1" not in caplog.text and "token-2" not in caplog.text
