@@ -22,17 +22,19 @@ from segment.analytics.version import VERSION
 LIBRARY_NAME = "analytics-python"
 
 _getrandbits = random.getrandbits
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 def new_message_id() -> str:
-    """A random (version 4) UUID string: 122 random bits, version and variant bits set.
+    """A random (version 4) UUID string.
 
     Uses the module-level Mersenne Twister, which Python reseeds in a forked
     child, rather than ``uuid.uuid4()``'s system call per id: message ids must
     be unique, not secret.
     """
-    bits = _getrandbits
-    return f"{bits(32):08x}-{bits(16):04x}-4{bits(12):03x}-{bits(14) | 0x8000:04x}-{bits(48):012x}"
+    h = "%032x" % ((_getrandbits(128) & _UUID_CLEAR) | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _second_cache: tuple[int, str] = (-1, "")
