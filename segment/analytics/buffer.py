@@ -188,8 +188,3 @@ class EventBuffer:
         """Allow consumers to take again after :meth:`close` (used when consumers are restarted)."""
         with self._cond:
             self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called (and not undone by :meth:`reopen`)."""
-        return self._closed

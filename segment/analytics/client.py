@@ -233,7 +233,6 @@ class Client:
         """Called by a consumer when it is done with a batch."""
         if result.pending:
             self._buffer.requeue_front(result.pending)
-            result.pending = []
         self._report(result)
         self._buffer.settle(lease)
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import requests
 
 from segment.analytics import errors, retry
-from segment.analytics.encoding import decode
+from segment.analytics.encoding import decode, encode
 from segment.analytics.errors import APIError, DeliveryError
 from segment.analytics.retry import RetryPolicy
 from segment.analytics.version import VERSION
@@ -357,12 +357,6 @@ class _Run:
 _BATCH_PREFIX = b'{"batch":['
 
 
-def _json_string(value: str) -> bytes:
-    import json
-
-    return json.dumps(value, ensure_ascii=False).encode("utf-8")
-
-
 class BatchSender:
     """Delivers batches of encoded events under a :class:`RetryPolicy`.
 
@@ -401,7 +395,7 @@ class BatchSender:
         self.stopped = stopped
         self.rand = rand
         self._write_key = write_key
-        self._key_json = _json_string(write_key)
+        self._key_json = encode(write_key)
         self._warned_retry_after = False
         self._warned_error_responses = False
 
@@ -635,9 +629,10 @@ class BatchSender:
         delivered: list[bytes] = []
         for index, item in enumerate(group):
             status = verdicts.get(index)
-            if status is None or self.policy.classify(status).action == retry.DELIVERED:
+            action = self.policy.classify(status).action if status is not None else retry.DELIVERED
+            if status is None or action == retry.DELIVERED:
                 delivered.append(item)
-            elif self.policy.classify(status).action == retry.RETRY:
+            elif action == retry.RETRY:
                 retry_status = status if retry_status is None else retry_status
                 retry_items.append(item)
             else:

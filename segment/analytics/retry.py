@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple, Optional
 
@@ -134,8 +135,6 @@ def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
     if when is None:  # some Python versions return None instead of raising
         return RetryAfter(None, True)
     if when.tzinfo is None:  # "-0000" means UTC with unknown origin zone
-        from datetime import timezone
-
         when = when.replace(tzinfo=timezone.utc)
     try:
         delay = when.timestamp() - now_wall
