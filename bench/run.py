@@ -50,10 +50,20 @@ WORKLOAD_ORDER = ("caller", "throughput", "memory", "wire")
 def git_state(path: Path) -> Optional[str]:
     """``<short commit>`` of the repository holding ``path``, ``+dirty`` when its ``segment/`` has changes."""
     try:
-        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "segment"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--", "segment"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -89,8 +99,13 @@ def _clean_env() -> dict[str, str]:
 def _probe(python: str, env: dict[str, str], code: str) -> Optional[str]:
     try:
         out = subprocess.run(
-            [python, "-c", code], env=env, cwd="/",
-            capture_output=True, text=True, timeout=60, check=True,
+            [python, "-c", code],
+            env=env,
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -115,7 +130,9 @@ def ensure_reference_venv(recreate: bool = False) -> str:
     subprocess.run([sys.executable, "-m", "venv", str(REF_VENV)], check=True)
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", REF_REQUIREMENT],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         raise SystemExit(f"pip could not install {REF_REQUIREMENT}:\n{(done.stdout + done.stderr)[-3000:]}")
@@ -137,8 +154,9 @@ def make_variants(ref_python: str, ours_src: Path, ours_python: str) -> tuple[li
     ]
     has_orjson = _probe(ours_python, ours_env, "import orjson; print(orjson.__version__)")
     if has_orjson:
-        variants.append(Variant("ours_orjson", f"ours + orjson {has_orjson}", ours_python, ours_env, True,
-                                ours_src / "segment"))
+        variants.append(
+            Variant("ours_orjson", f"ours + orjson {has_orjson}", ours_python, ours_env, True, ours_src / "segment")
+        )
     else:
         notes.append("orjson is not installed for our interpreter: the fast-JSON variant was not measured")
     return variants, notes
@@ -172,10 +190,14 @@ def placements(wanted: list[str]) -> tuple[list[Placement], list[str]]:
                 notes.append("pinning not possible: taskset not found (apt-get install util-linux)")
                 continue
             sdk_cpu, sink_cpu = cpus[0], cpus[1]
-            result.append(Placement(
-                "pinned", [taskset, "-c", str(sdk_cpu)], [taskset, "-c", str(sink_cpu)],
-                f"SDK process on CPU {sdk_cpu}, sink on CPU {sink_cpu} (taskset)",
-            ))
+            result.append(
+                Placement(
+                    "pinned",
+                    [taskset, "-c", str(sdk_cpu)],
+                    [taskset, "-c", str(sink_cpu)],
+                    f"SDK process on CPU {sdk_cpu}, sink on CPU {sink_cpu} (taskset)",
+                )
+            )
         elif name == "unpinned":
             result.append(Placement("unpinned", [], [], "no pinning: the OS places every thread"))
         else:
@@ -192,7 +214,10 @@ class SinkProcess:
     def __init__(self, prefix: list[str]) -> None:
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, str(BENCH / "sink.py"), "--port", "0", "--watch-stdin"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_clean_env(), text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_clean_env(),
+            text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -215,8 +240,16 @@ def measure_ceiling(placement: Placement, port: int, seconds: float) -> dict[str
     """The sink's ceiling with one keep-alive connection, plain and gzip, load generator placed like the SDK."""
     out: dict[str, Any] = {}
     for gzip in (False, True):
-        cmd = [*placement.sdk, sys.executable, str(BENCH / "sink.py"), "--ceiling", "--port", str(port),
-               "--seconds", str(seconds)] + (["--gzip"] if gzip else [])
+        cmd = [
+            *placement.sdk,
+            sys.executable,
+            str(BENCH / "sink.py"),
+            "--ceiling",
+            "--port",
+            str(port),
+            "--seconds",
+            str(seconds),
+        ] + (["--gzip"] if gzip else [])
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_clean_env(), check=True)
         out["gzip" if gzip else "plain"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
@@ -227,8 +260,18 @@ def measure_ceiling(placement: Placement, port: int, seconds: float) -> dict[str
 
 def run_workload(variant: Variant, placement: Placement, workload: str, port: int, n: int) -> dict[str, Any]:
     """One workload in a fresh subprocess; returns its JSON figures after checking which library it used."""
-    cmd = [*placement.sdk, variant.python, str(BENCH / "workloads.py"), workload, "--port", str(port),
-           "--n", str(n), "--orjson", "on" if variant.orjson else "off"]
+    cmd = [
+        *placement.sdk,
+        variant.python,
+        str(BENCH / "workloads.py"),
+        workload,
+        "--port",
+        str(port),
+        "--n",
+        str(n),
+        "--orjson",
+        "on" if variant.orjson else "off",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=variant.env, cwd=str(BENCH))
     if done.returncode != 0:
         raise SystemExit(f"{variant.name} {workload} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -265,22 +308,38 @@ class Metric:
 METRICS = (
     Metric("a_caller_cpu", "a. caller CPU per track()", "caller", "caller_cpu_us", "µs", "{:.2f}", "le:0.3334"),
     Metric("a_caller_wall", "a. caller wall time per track()", "caller", "caller_wall_us", "µs", "{:.2f}"),
-    Metric("b_throughput", "b. throughput, 1st track() to flush()", "throughput", "events_per_s", "events/s",
-           "{:,.0f}", "ge:3", "ge:5"),
-    Metric("c_cpu", "c. CPU (user+sys) per 100k delivered", "throughput", "cpu_s_per_100k", "s", "{:.2f}",
-           "le:0.3334"),
+    Metric(
+        "b_throughput",
+        "b. throughput, 1st track() to flush()",
+        "throughput",
+        "events_per_s",
+        "events/s",
+        "{:,.0f}",
+        "ge:3",
+        "ge:5",
+    ),
+    Metric("c_cpu", "c. CPU (user+sys) per 100k delivered", "throughput", "cpu_s_per_100k", "s", "{:.2f}", "le:0.3334"),
     Metric("d_peak_rss", "d. peak RSS, throughput run", "throughput", "peak_rss_mb", "MB", "{:.1f}"),
-    Metric("d_per_event", "d. memory per queued event (tracemalloc)", "memory", "tracemalloc_bytes_per_event",
-           "B", "{:,.0f}", "le:0.5"),
+    Metric(
+        "d_per_event",
+        "d. memory per queued event (tracemalloc)",
+        "memory",
+        "tracemalloc_bytes_per_event",
+        "B",
+        "{:,.0f}",
+        "le:0.5",
+    ),
     Metric("d_per_event_rss", "d. RSS growth per queued event", "memory", "rss_bytes_per_event", "B", "{:,.0f}"),
-    Metric("e_plain", "e. body bytes per event, gzip off", "wire", "plain_body_bytes_per_event", "B", "{:.1f}",
-           "le:0.95"),
-    Metric("e_gzip", "e. body bytes per event, gzip on", "wire", "gzip_body_bytes_per_event", "B", "{:.1f}",
-           "le:1.0"),
-    Metric("e_plain_wire", "e. bytes per event with headers, gzip off", "wire", "plain_wire_bytes_per_event", "B",
-           "{:.1f}"),
-    Metric("e_gzip_wire", "e. bytes per event with headers, gzip on", "wire", "gzip_wire_bytes_per_event", "B",
-           "{:.1f}"),
+    Metric(
+        "e_plain", "e. body bytes per event, gzip off", "wire", "plain_body_bytes_per_event", "B", "{:.1f}", "le:0.95"
+    ),
+    Metric("e_gzip", "e. body bytes per event, gzip on", "wire", "gzip_body_bytes_per_event", "B", "{:.1f}", "le:1.0"),
+    Metric(
+        "e_plain_wire", "e. bytes per event with headers, gzip off", "wire", "plain_wire_bytes_per_event", "B", "{:.1f}"
+    ),
+    Metric(
+        "e_gzip_wire", "e. bytes per event with headers, gzip on", "wire", "gzip_wire_bytes_per_event", "B", "{:.1f}"
+    ),
 )
 
 
@@ -321,14 +380,18 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]], variants: list[V
             if variant.name == "ref":
                 ref_median = st["median"]
             row["variants"][variant.name] = st
-        ref_by_rep = {r["rep"]: r[metric.field] for r in per_workload.get("ref", [])
-                      if metric.field in r and "rep" in r}
+        ref_by_rep = {
+            r["rep"]: r[metric.field] for r in per_workload.get("ref", []) if metric.field in r and "rep" in r
+        }
         for variant in variants:
             st = row["variants"].get(variant.name)
             if st is None or variant.name == "ref":
                 continue
-            paired = [r[metric.field] / ref_by_rep[r["rep"]] for r in per_workload.get(variant.name, [])
-                      if metric.field in r and ref_by_rep.get(r.get("rep"))]
+            paired = [
+                r[metric.field] / ref_by_rep[r["rep"]]
+                for r in per_workload.get(variant.name, [])
+                if metric.field in r and ref_by_rep.get(r.get("rep"))
+            ]
             if paired:
                 st["paired_ratio"] = _stats(paired)
             st["ratio_of_medians"] = st["median"] / ref_median if ref_median else None
@@ -392,8 +455,10 @@ def render_ceiling(ceiling: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """One line on the sink's ceiling and whether the fastest variant came near it."""
     plain = ceiling["plain"]["events_per_s"]
     gz = ceiling["gzip"]["events_per_s"]
-    text = (f"Sink ceiling (one keep-alive connection, 100-event batches, load generator placed like the SDK): "
-            f"{plain:,.0f} events/s plain, {gz:,.0f} events/s gzip.")
+    text = (
+        f"Sink ceiling (one keep-alive connection, 100-event batches, load generator placed like the SDK): "
+        f"{plain:,.0f} events/s plain, {gz:,.0f} events/s gzip."
+    )
     tp = next((r for r in rows if r["key"] == "b_throughput"), None)
     if tp:
         best = max(st["median"] for st in tp["variants"].values())
@@ -421,8 +486,14 @@ def render_markdown(report: dict[str, Any], variants: list[Variant]) -> str:
     for note in meta["notes"]:
         out += ["", f"> {note}"]
     for mode in report["modes"]:
-        out += ["", f"### {mode['name']} — {mode['description']}, {mode['reps']} repetitions", "",
-                render_table(mode["rows"], variants), "", render_ceiling(mode["ceiling"], mode["rows"])]
+        out += [
+            "",
+            f"### {mode['name']} — {mode['description']}, {mode['reps']} repetitions",
+            "",
+            render_table(mode["rows"], variants),
+            "",
+            render_ceiling(mode["ceiling"], mode["rows"]),
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -442,17 +513,26 @@ def update_readme(section: str) -> None:
 # -- main ------------------------------------------------------------------------------------------
 
 
-def run_mode(placement: Placement, variants: list[Variant], workloads: list[str], sizes: dict[str, int], reps: int,
-             ceiling_seconds: float, progress: Callable[[str], None]) -> dict[str, Any]:
+def run_mode(
+    placement: Placement,
+    variants: list[Variant],
+    workloads: list[str],
+    sizes: dict[str, int],
+    reps: int,
+    ceiling_seconds: float,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
     """Every workload of every variant, ``reps`` times, the variants' order rotating each repetition."""
     sink = SinkProcess(placement.sink)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {w: {v.name: [] for v in variants} for w in workloads}
     try:
         ceiling = measure_ceiling(placement, sink.port, ceiling_seconds)
-        progress(f"[{placement.name}] sink ceiling: {ceiling['plain']['events_per_s']:,.0f} events/s plain, "
-                 f"{ceiling['gzip']['events_per_s']:,.0f} gzip")
+        progress(
+            f"[{placement.name}] sink ceiling: {ceiling['plain']['events_per_s']:,.0f} events/s plain, "
+            f"{ceiling['gzip']['events_per_s']:,.0f} gzip"
+        )
         for rep in range(reps):
-            order = variants[rep % len(variants):] + variants[: rep % len(variants)]
+            order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for workload in workloads:
                 for variant in order:
                     started = time.perf_counter()
@@ -460,13 +540,21 @@ def run_mode(placement: Placement, variants: list[Variant], workloads: list[str]
                     result["seconds_total"] = time.perf_counter() - started
                     result["rep"] = rep
                     runs[workload][variant.name].append(result)
-                    progress(f"[{placement.name}] rep {rep + 1}/{reps} {workload:<10} {variant.name:<12} "
-                             f"{result['seconds_total']:5.1f}s")
+                    progress(
+                        f"[{placement.name}] rep {rep + 1}/{reps} {workload:<10} {variant.name:<12} "
+                        f"{result['seconds_total']:5.1f}s"
+                    )
     finally:
         sink.stop()
     rows = summarize(runs, variants)
-    return {"name": placement.name, "description": placement.description, "reps": reps, "ceiling": ceiling,
-            "rows": rows, "runs": runs}
+    return {
+        "name": placement.name,
+        "description": placement.description,
+        "reps": reps,
+        "ceiling": ceiling,
+        "rows": rows,
+        "runs": runs,
+    }
 
 
 def main(argv: Optional[list[str]] = None) -> int:

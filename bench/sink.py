@@ -51,10 +51,7 @@ _MAX_HEADER = 64 * 1024
 
 def _json_answer(payload: Any, status: str = "200 OK") -> bytes:
     body = json.dumps(payload).encode()
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
+    return f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
 
 
 class SinkState:

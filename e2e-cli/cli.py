@@ -36,7 +36,6 @@ use_checkout()
 
 from segment.analytics import Client  # noqa: E402
 from segment.analytics.errors import ArgumentError  # noqa: E402
-from segment.analytics.request import network_error_kind  # noqa: E402
 
 __all__ = ["EVENT_TYPES", "InputError", "Outcome", "RunSpec", "main", "parse_input", "run"]
 
@@ -271,9 +270,9 @@ def _describe_drop(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     if status is not None:
         return f"{reason} (status {status})"
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        return f"{reason} (network error: {network_error_kind(cause)})"
+    kind = getattr(exc, "kind", None)
+    if kind:
+        return f"{reason} (network error: {kind})"
     return reason
 
 

@@ -23,9 +23,10 @@ from typing import Any, Callable, Optional, Union
 from requests.structures import CaseInsensitiveDict
 
 from segment.analytics.errors import DeliveryError
-from segment.analytics.request import BatchResult, BatchSender, RateLimitGate, Response
+from segment.analytics.request import BatchResult, BatchSender, RateLimitGate
 from segment.analytics.retry import RetryPolicy
 from segment.analytics.stats import DeliveryStats
+from segment.analytics.transport import Response
 
 WRITE_KEY = "wk_test_123"
 WALL0 = 1_700_000_000.0  # a fixed epoch: Tue, 14 Nov 2023 22:13:20 GMT

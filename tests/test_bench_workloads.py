@@ -166,8 +166,11 @@ def test_report_table_and_goals() -> None:
 
 
 def test_report_ratio_pairs_each_repetition_with_its_reference_run() -> None:
-    variants = [run.Variant("ref", "reference", "python", {}, False, BENCH),
-                run.Variant("ours", "ours", "python", {}, False, BENCH)]
+    variants = [
+        run.Variant("ref", "reference", "python", {}, False, BENCH),
+        run.Variant("ours", "ours", "python", {}, False, BENCH),
+    ]
+
     def reps(*values: float) -> list[dict[str, Any]]:
         return [{"rep": rep, "caller_cpu_us": value} for rep, value in enumerate(values)]
 

@@ -63,7 +63,10 @@ _BUILDER = Client("orjson-differential-key", send=False)
 def track_message(properties: Any) -> dict[str, Any]:
     """A complete track message as the client builds it, around ``properties``."""
     _, msg = _BUILDER.track(
-        "user-1", "Order Completed", properties, context={"ip": "203.0.113.9", "locale": "fr-FR"},
+        "user-1",
+        "Order Completed",
+        properties,
+        context={"ip": "203.0.113.9", "locale": "fr-FR"},
         integrations={"All": True},
     )
     return msg
@@ -271,8 +274,11 @@ def test_realistic_messages_are_byte_identical() -> None:
     }
     for timestamp in (None, dt.datetime(2026, 1, 2, 3, 4, 5, 678901), "2026-11-25T10:00:00Z", dt.date(2026, 1, 1)):
         _, msg = _BUILDER.identify(
-            42, properties, context={"library": "overwritten", "page": {"url": "https://example.com/ü"}},
-            timestamp=timestamp, message_id=uuid.UUID(int=7),
+            42,
+            properties,
+            context={"library": "overwritten", "page": {"url": "https://example.com/ü"}},
+            timestamp=timestamp,
+            message_id=uuid.UUID(int=7),
         )
         std, fast = encode_both(msg)
         assert std == fast
@@ -285,12 +291,13 @@ def _random_value(rnd: random.Random, depth: int = 0) -> Any:
     if kind == 1:
         return round(rnd.uniform(-1e6, 1e6), rnd.randint(0, 8))
     if kind == 2:
-        return "".join(rnd.choice("aé☃𝄞\"\\\n/ 0") for _ in range(rnd.randint(0, 12)))
+        return "".join(rnd.choice('aé☃𝄞"\\\n/ 0') for _ in range(rnd.randint(0, 12)))
     if kind == 3:
         return rnd.choice([True, False, None])
     if kind == 4:
         return dt.datetime(2026, 1, 1, tzinfo=rnd.choice([None, UTC, IST])) + dt.timedelta(
-            seconds=rnd.randint(0, 10**7), microseconds=rnd.choice([0, rnd.randint(0, 999_999)]))
+            seconds=rnd.randint(0, 10**7), microseconds=rnd.choice([0, rnd.randint(0, 999_999)])
+        )
     if kind == 5:
         return dt.date(2000, 1, 1) + dt.timedelta(days=rnd.randint(0, 20_000))
     if kind == 6:
@@ -304,8 +311,10 @@ def _random_value(rnd: random.Random, depth: int = 0) -> Any:
     if kind == 10:
         return rnd.choice([1e16, 1e22, 0.1, 1e-4, 2.5, 1e300])
     if kind in (11, 12):
-        return {rnd.choice(["a", "b", "ключ", "k" + str(rnd.randint(0, 9)), 3]): _random_value(rnd, depth + 1)
-                for _ in range(rnd.randint(0, 5))}
+        return {
+            rnd.choice(["a", "b", "ключ", "k" + str(rnd.randint(0, 9)), 3]): _random_value(rnd, depth + 1)
+            for _ in range(rnd.randint(0, 5))
+        }
     if kind == 13:
         return [_random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 5))]
     if kind == 14:
@@ -359,8 +368,18 @@ def test_small_floats_differ_in_spelling_only(value: float, std_text: str, orjso
 
 def test_numpy_values_are_byte_identical() -> None:
     np = pytest.importorskip("numpy")
-    values = [np.int64(7), np.int32(-3), np.uint64(2**64 - 1), np.float64(0.1), np.float32(0.1), np.bool_(True),
-              np.array([1, 2, 3]), np.array([[1.5, 2.5]]), np.array([], dtype=float), np.array(["a", "b"])]
+    values = [
+        np.int64(7),
+        np.int32(-3),
+        np.uint64(2**64 - 1),
+        np.float64(0.1),
+        np.float32(0.1),
+        np.bool_(True),
+        np.array([1, 2, 3]),
+        np.array([[1.5, 2.5]]),
+        np.array([], dtype=float),
+        np.array(["a", "b"]),
+    ]
     for value in values:
         std, fast = encode_both(track_message({"v": value}))
         assert std == fast, value

@@ -18,7 +18,8 @@ import logging
 import pytest
 
 from segment.analytics.errors import APIError
-from segment.analytics.request import NetworkError, RateLimitGate
+from segment.analytics.request import RateLimitGate
+from segment.analytics.transport import NetworkError
 from segment.analytics.version import VERSION
 
 from ._loop_helpers import (

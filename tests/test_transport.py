@@ -22,8 +22,9 @@ from typing import Callable, Optional
 import pytest
 import requests
 
-from segment.analytics.request import BatchSender, NetworkError, Response, Transport, network_error_kind
+from segment.analytics.request import BatchSender
 from segment.analytics.retry import RetryPolicy, classify_network_error
+from segment.analytics.transport import NetworkError, Response, Transport, network_error_kind
 
 from ._loop_helpers import FakeClock, Sleeper, assert_conserved, ev, evs
 

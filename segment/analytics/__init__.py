@@ -1,16 +1,20 @@
 """Segment analytics for Python: ``import segment.analytics as analytics``.
 
 Set ``analytics.write_key`` (and any other setting below), then call
-``analytics.track(...)`` and friends. A default :class:`Client` is created
-from these settings on first use. ``flush()``, ``join()`` and ``shutdown()``
-act on it; ``shutdown()`` also discards it, so the next call starts a new
-client from the settings as they are then.
+``analytics.track(...)`` and friends. The default :class:`Client`,
+``analytics.default_client``, is created from these settings by the first
+module-level call (once, even when threads or greenlets race to make it).
+``flush()``, ``join()`` and ``shutdown()`` act on it; ``shutdown()`` also
+discards it, so the next call starts a new client from the settings as they
+are then.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
+from segment.analytics import process_hooks
 from segment.analytics.client import Client
 from segment.analytics.errors import APIError, ArgumentError, DeliveryError
 from segment.analytics.version import VERSION
@@ -62,12 +66,26 @@ oauth_auth_server = Client.DefaultConfig.oauth_auth_server
 oauth_scope = Client.DefaultConfig.oauth_scope
 
 default_client: Optional[Client] = None
+_default_lock = threading.Lock()
+
+
+def _reset_lock_after_fork() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+process_hooks.on_fork_child(_reset_lock_after_fork)
 
 
 def _client() -> Client:
-    """The default client, created from the module settings on first use."""
+    """The default client, created once from the module settings on first use."""
     global default_client
-    if default_client is None:
+    client = default_client
+    if client is not None:
+        return client
+    with _default_lock:
+        if default_client is not None:
+            return default_client
         default_client = Client(
             write_key,
             host=host,
@@ -94,7 +112,7 @@ def _client() -> Client:
             oauth_auth_server=oauth_auth_server,
             oauth_scope=oauth_scope,
         )
-    return default_client
+        return default_client
 
 
 def track(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
@@ -127,21 +145,33 @@ def screen(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
     return _client().screen(*args, **kwargs)
 
 
+def _existing_or_configured() -> Optional[Client]:
+    """The default client; created when a write key is set, else ``None`` (nothing can have been sent)."""
+    if default_client is None and not write_key:
+        return None
+    return _client()
+
+
 def flush(timeout: Optional[float] = None) -> int:
     """Flush the default client; returns the events still undelivered (see :meth:`Client.flush`)."""
-    return default_client.flush(timeout) if default_client is not None else 0
+    client = _existing_or_configured()
+    return client.flush(timeout) if client is not None else 0
 
 
 def join(timeout: Optional[float] = None) -> None:
     """Stop the default client's consumer threads (see :meth:`Client.join`)."""
-    if default_client is not None:
-        default_client.join(timeout)
+    client = _existing_or_configured()
+    if client is not None:
+        client.join(timeout)
 
 
 def shutdown(timeout: Optional[float] = None) -> int:
-    """Flush and close the default client; returns the events left undelivered."""
+    """Flush and close the default client, then discard it; returns the events left undelivered."""
     global default_client
-    client, default_client = default_client, None
+    client = _existing_or_configured()
+    with _default_lock:
+        if default_client is client:
+            default_client = None
     return client.shutdown(timeout) if client is not None else 0
 
 

@@ -17,14 +17,15 @@ from typing import Callable, Optional
 
 
 class Lease:
-    """A batch taken from the buffer: its events and the sequence number of its first one."""
+    """A batch taken from the buffer: its events, the sequence number of its first one, how many are settled."""
 
-    __slots__ = ("first_seq", "items", "size")
+    __slots__ = ("done", "first_seq", "items", "size")
 
     def __init__(self, items: list[bytes], first_seq: int, size: int) -> None:
         self.items = items
         self.first_seq = first_seq
         self.size = size
+        self.done = 0  # events already delivered or dropped (a batch settles group by group)
 
 
 class EventBuffer:
@@ -42,6 +43,7 @@ class EventBuffer:
         self._wake_at = 1
         self._urgent_until = 0  # events with a lower sequence number are sent without lingering
         self._closed = False
+        self._sealed = False  # refuses new events (shutdown has begun)
         self._leases: set[Lease] = set()
 
     def __len__(self) -> int:
@@ -79,10 +81,10 @@ class EventBuffer:
             self._cond.notify_all()
 
     def put(self, item: bytes) -> bool:
-        """Append an event; ``False`` when the buffer is full. Never blocks."""
+        """Append an event; ``False`` when the buffer is full or sealed. Never blocks."""
         with self._lock:
             items = self._items
-            if len(items) >= self.capacity:
+            if len(items) >= self.capacity or self._sealed:
                 return False
             items.append(item)
             self.put_total += 1
@@ -176,7 +178,18 @@ class EventBuffer:
     def in_flight(self) -> int:
         """Events taken by consumers and not yet settled."""
         with self._lock:
-            return sum(len(lease.items) for lease in self._leases)
+            return sum(len(lease.items) - lease.done for lease in self._leases)
+
+    def seal(self) -> int:
+        """Refuse every later :meth:`put`; returns the flush mark covering everything accepted before."""
+        with self._cond:
+            self._sealed = True
+        return self.request_flush()
+
+    @property
+    def sealed(self) -> bool:
+        """Whether :meth:`seal` was called."""
+        return self._sealed
 
     def close(self) -> None:
         """Wake every consumer; ``take`` returns what it holds, then ``None`` once empty."""

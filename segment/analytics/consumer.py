@@ -1,8 +1,7 @@
-"""Consumer threads: take batches off the buffer and hand each to the sender (SPEC 2).
+"""Consumer threads: take batches off the buffer and hand each to the pipeline's upload.
 
-A consumer never classifies statuses or sleeps for retries itself: that is
-``request.BatchSender``'s job. It survives any exception from a bad batch or
-a callback; whatever happens, every event it took is reported once.
+A consumer never classifies statuses or sleeps for retries itself: that is the retry loop's job
+(``request.BatchSender``). Whatever an upload does, the consumer carries on with the next batch.
 """
 
 from __future__ import annotations
@@ -12,57 +11,76 @@ import threading
 from typing import Callable
 
 from segment.analytics.buffer import EventBuffer, Lease
-from segment.analytics.errors import INTERNAL_ERROR, DeliveryError
-from segment.analytics.request import BatchResult
 
 log = logging.getLogger("segment")
 
-#: The Tracking API accepts batches under 500 KB; stay below with room for the envelope.
-BATCH_SIZE_LIMIT = 475_000
-
 
 class Consumer(threading.Thread):
-    """A daemon thread that uploads batches until ``stop`` is set or the buffer closes."""
+    """A daemon thread (``segment-consumer-N``) that uploads batches until ``stop`` is set or the buffer closes.
+
+    ``upload_size``, ``upload_interval``, ``timeout`` and ``retries`` are read-only views of the
+    options, under the names analytics-python's consumers have.
+    """
 
     def __init__(
         self,
         index: int,
         buffer: EventBuffer,
-        deliver: Callable[[list[bytes]], BatchResult],
-        settle: Callable[[Lease, BatchResult], None],
+        upload: Callable[[Lease], None],
         stop: threading.Event,
+        *,
         upload_size: int,
         upload_interval: float,
-        max_bytes: int = BATCH_SIZE_LIMIT,
+        max_bytes: int,
+        timeout: float,
+        retries: int,
+        owner: object,
     ) -> None:
         super().__init__(name=f"segment-consumer-{index}", daemon=True)
         self.buffer = buffer
-        self.deliver = deliver
-        self.settle = settle
-        self.stop_event = stop
-        self.upload_size = upload_size
-        self.upload_interval = upload_interval
-        self.max_bytes = max_bytes
+        self._upload = upload
+        self._stop_event = stop
+        self._upload_size = upload_size
+        self._upload_interval = upload_interval
+        self._max_bytes = max_bytes
+        self._timeout = timeout
+        self._retries = retries
+        self.owner = owner  # the pipeline this thread works for (lets it recognise a re-entrant call)
+
+    @property
+    def upload_size(self) -> int:
+        """Events per batch at most."""
+        return self._upload_size
+
+    @property
+    def upload_interval(self) -> float:
+        """Seconds a partial batch waits for more events."""
+        return self._upload_interval
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one HTTP request may take."""
+        return self._timeout
+
+    @property
+    def retries(self) -> int:
+        """Counted retries per batch (``max_retries``)."""
+        return self._retries
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive and not asked to stop."""
+        return self.is_alive() and not self._stop_event.is_set()
 
     def run(self) -> None:
         """Upload batches until stopped."""
         log.debug("%s started", self.name)
-        while not self.stop_event.is_set():
-            lease = self.buffer.take(self.upload_size, self.max_bytes, self.upload_interval)
+        while not self._stop_event.is_set():
+            lease = self.buffer.take(self._upload_size, self._max_bytes, self._upload_interval)
             if lease is None:
                 break
-            self.upload(lease)
+            try:
+                self._upload(lease)
+            except Exception:
+                log.exception("unexpected error while uploading a batch (the consumer carries on)")
         log.debug("%s stopped", self.name)
-
-    def upload(self, lease: Lease) -> None:
-        """Send one batch and settle it; never raises."""
-        try:
-            result = self.deliver(lease.items)
-        except Exception as exc:
-            log.exception("unexpected error while sending a batch of %d events", len(lease.items))
-            error = DeliveryError(INTERNAL_ERROR, f"unexpected error: {exc!r}", cause=exc)
-            result = BatchResult(dropped=[(lease.items, error)])
-        try:
-            self.settle(lease, result)
-        except Exception:
-            log.exception("unexpected error while reporting a batch")

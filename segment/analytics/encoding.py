@@ -239,3 +239,11 @@ def encode(message: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """Decode bytes produced by :func:`encode` back into plain Python values."""
     return json.loads(data)
+
+
+def decode_safely(data: bytes) -> Any:
+    """Decode an encoded event for a callback; never raises (placeholder until the hardened decoder lands)."""
+    try:
+        return decode(data)
+    except Exception:  # noqa: BLE001
+        return {"undecodable": data[:200].decode("utf-8", "replace")}

@@ -8,23 +8,21 @@ Two families:
   ``except`` clauses keep working) as well as ``TypeError`` and ``ValueError``.
 * :class:`DeliveryError` is never raised to the caller: it is passed to
   ``on_error(exc, events)`` when events are dropped, and carries the HTTP
-  ``status`` (or ``None``), the ``reason`` and the original exception.
+  ``status`` (or ``None``), the ``reason`` (a :class:`DropReason`), the
+  network error ``kind`` where there was one, and the original exception.
+
+Exception texts are redacted: a write key, its Basic form or a token echoed by
+a server never appears in ``str(exc)``.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-# Reasons an accepted event can be dropped (SPEC 4).
-NON_RETRYABLE_STATUS = "non_retryable_status"
-RETRIES_EXHAUSTED = "retries_exhausted"
-BACKOFF_DURATION_EXCEEDED = "backoff_duration_exceeded"
-RATE_LIMIT_DURATION_EXCEEDED = "rate_limit_duration_exceeded"
-QUEUE_FULL = "queue_full"
-MESSAGE_TOO_LARGE = "message_too_large"
-CLIENT_CLOSED = "client_closed"
-CONFIGURATION_ERROR = "configuration_error"
-INTERNAL_ERROR = "internal_error"
+from segment.analytics.logs import redact
+from segment.analytics.retry import DropReason
+
+__all__ = ["APIError", "ArgumentError", "DeliveryError", "DropReason"]
 
 
 class ArgumentError(AssertionError, TypeError, ValueError):
@@ -42,6 +40,7 @@ class APIError(Exception):
     """An error answer from the Tracking API (kept for analytics-python compatibility)."""
 
     def __init__(self, status: Optional[int], code: str, message: str, response: object = None) -> None:
+        message = redact(message)
         super().__init__(message)
         self.status = status
         self.code = code
@@ -55,25 +54,29 @@ class APIError(Exception):
 class DeliveryError(APIError):
     """Why a group of events was dropped; the first argument of ``on_error``.
 
-    Attributes: ``status`` (HTTP status or ``None``), ``reason`` (one of the
-    reasons listed in SPEC 4, e.g. ``"retries_exhausted"``), ``cause`` (the
-    underlying exception, if any, also chained as ``__cause__``) and
-    ``attempts`` (HTTP requests made for the batch).
+    Attributes: ``status`` (HTTP status or ``None``), ``reason`` (a
+    :class:`DropReason`, equal to its string, e.g. ``"retries_exhausted"``),
+    ``kind`` (the network error kind of the last failure: ``refused``,
+    ``reset``, ``timeout``, ``dns``, ``tls``, ``other``, or ``None``),
+    ``cause`` (the underlying exception, if any, also chained as
+    ``__cause__``) and ``attempts`` (HTTP requests made for the batch).
     """
 
     def __init__(
         self,
-        reason: str,
+        reason: DropReason,
         message: str,
         *,
         status: Optional[int] = None,
         cause: Optional[BaseException] = None,
         attempts: int = 0,
+        kind: Optional[str] = None,
     ) -> None:
-        super().__init__(status, reason, message)
+        super().__init__(status, reason.value, message)
         self.reason = reason
         self.cause = cause
         self.attempts = attempts
+        self.kind = kind
         self.__cause__ = cause
 
     def __str__(self) -> str:
@@ -81,4 +84,4 @@ class DeliveryError(APIError):
         return f"[Segment] {self.reason}{status}: {self.message}"
 
     def __repr__(self) -> str:
-        return f"DeliveryError(reason={self.reason!r}, status={self.status!r}, message={self.message!r})"
+        return f"DeliveryError(reason={self.reason.value!r}, status={self.status!r}, message={self.message!r})"

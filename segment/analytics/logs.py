@@ -32,18 +32,27 @@ class SecretFilter(logging.Filter):
             text = record.getMessage()
         except Exception:  # noqa: BLE001 - a broken format string is logging's problem, not ours
             return True
-        redacted = text
-        for secret in secrets:
-            if secret in redacted:
-                redacted = redacted.replace(secret, _REDACTED)
+        redacted = self.redact(text)
         if redacted is not text:
             record.msg = redacted
             record.args = None
         return True
 
+    def redact(self, text: str) -> str:
+        """``text`` with every registered secret replaced (the same object when there was none)."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, _REDACTED)
+        return text
+
 
 _filter = SecretFilter()
 logging.getLogger("segment").addFilter(_filter)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret (write keys, their Basic forms, tokens) replaced."""
+    return _filter.redact(text)
 
 
 def register_secret(secret: str) -> None:

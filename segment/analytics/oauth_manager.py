@@ -4,6 +4,11 @@ Used only when ``oauth_client_id``, ``oauth_client_key`` and
 ``oauth_key_id`` are all given. Signing the client assertion needs the
 optional ``PyJWT`` package (``pip install segment-analytics-python[oauth]``),
 imported only here and only then.
+
+A token fetch is one request: it never sleeps and never holds a lock across
+the network. A failed fetch raises :class:`OAuthError`; the batch's retry
+policy decides what follows (a 4xx other than 408/429 from the token endpoint
+is final: the batch is dropped as ``configuration_error``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Optional
 
 import requests
 
+from segment.analytics.auth import AuthUnavailable
 from segment.analytics.logs import register_secret
 from segment.analytics.message import new_message_id
 
@@ -23,12 +29,8 @@ log = logging.getLogger("segment")
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-class OAuthError(Exception):
+class OAuthError(AuthUnavailable):
     """A token could not be obtained; ``status`` is the token endpoint's answer, if any."""
-
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class OauthManager:
@@ -103,23 +105,23 @@ class OauthManager:
         return token, time.monotonic() + lifetime / 2
 
     def get_token(self) -> str:
-        """A valid token, fetching a new one (with a few quick retries) when needed."""
+        """A valid token: the cached one, or one fetched now (a single request, no retry, no sleep).
+
+        Raises :class:`OAuthError` carrying the token endpoint's status when it answered.
+        """
         with self._lock:
             if self._token and time.monotonic() < self._expires_at:
                 return self._token
-            error: Optional[BaseException] = None
-            for attempt in range(self.max_retries):
-                try:
-                    token, expires_at = self._fetch()
-                except (requests.RequestException, OAuthError, ValueError) as exc:
-                    error = exc
-                    log.debug("OAuth token request failed (attempt %d): %s", attempt + 1, exc)
-                    time.sleep(min(0.5 * 2**attempt, 5.0))
-                    continue
-                register_secret(token)
-                self._token, self._expires_at = token, expires_at
-                return token
-            raise OAuthError(f"could not obtain an OAuth token: {error}")
+        try:
+            token, expires_at = self._fetch()
+        except OAuthError:
+            raise
+        except (requests.RequestException, ValueError) as exc:
+            raise OAuthError(f"could not obtain an OAuth token: {type(exc).__name__}") from exc
+        register_secret(token)
+        with self._lock:
+            self._token, self._expires_at = token, expires_at
+        return token
 
     def header(self) -> str:
         """``Bearer <token>``."""
@@ -131,3 +133,10 @@ class OauthManager:
             self._token = None
 
     clear_token = invalidate
+
+    def after_fork_in_child(self) -> None:
+        """Fresh lock and HTTP session in a forked child; the token is fetched again."""
+        self._lock = threading.Lock()
+        self._session = requests.Session()
+        self._token = None
+        self._expires_at = 0.0

@@ -1,19 +1,20 @@
-"""The retry policy as data (SPEC 3.1, 3.3, 3.4): pure, no I/O, no clock of its own.
+"""The retry policy as data: pure, no I/O, no clock of its own (``docs/delivery.md``).
 
-Everything here is a function of its arguments: a status code or network
-error kind, an attempt number, times passed in by the caller and a random
-number passed in by the caller. ``request.py`` applies it to one batch.
+Everything here is a function of its arguments. Each batch carries a frozen
+:class:`RetryState`; after every attempt the loop in ``request.py`` hands the
+policy the :data:`Outcome` and gets back one :data:`Step` (deliver, split,
+drop with a :class:`DropReason`, or wait), the way urllib3's
+``Retry.increment()`` returns the next ``Retry``. The loop only executes steps.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import NamedTuple, Optional
-
-from segment.analytics import errors
+from typing import NamedTuple, Optional, Union
 
 DELIVERED = "delivered"
 RETRY = "retry"
@@ -34,9 +35,37 @@ BACKOFF_CAP = 60.0
 JITTER_FRACTION = 0.1
 RETRY_AFTER_CAP = 300.0
 
+#: Longest delay-seconds Retry-After read as a number; longer is treated as unparsable.
+RETRY_AFTER_MAX_DIGITS = 18
+
 DEFAULT_MAX_RETRIES = 10
 DEFAULT_MAX_TOTAL_BACKOFF_DURATION = 43200.0
 DEFAULT_MAX_RATE_LIMIT_DURATION = 1800.0
+
+
+class DropReason(str, enum.Enum):
+    """Why accepted events were dropped: the only reasons the library reports (``DeliveryError.reason``).
+
+    Members compare equal to their string values (``DropReason.QUEUE_FULL == "queue_full"``).
+    """
+
+    NON_RETRYABLE_STATUS = "non_retryable_status"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    BACKOFF_DURATION_EXCEEDED = "backoff_duration_exceeded"
+    RATE_LIMIT_DURATION_EXCEEDED = "rate_limit_duration_exceeded"
+    QUEUE_FULL = "queue_full"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    CLIENT_CLOSED = "client_closed"
+    CONFIGURATION_ERROR = "configuration_error"
+    STORAGE_FULL = "storage_full"
+    STORAGE_EXPIRED = "storage_expired"
+    STORAGE_CORRUPT = "storage_corrupt"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
 @dataclass(frozen=True)
@@ -44,13 +73,13 @@ class Verdict:
     """What to do with a batch after one attempt: ``action`` is delivered, retry or drop."""
 
     action: str
-    reason: Optional[str] = None
+    reason: Optional[DropReason] = None
 
 
 _DELIVERED = Verdict(DELIVERED)
 _RETRY = Verdict(RETRY)
-_DROP_STATUS = Verdict(DROP, errors.NON_RETRYABLE_STATUS)
-_DROP_CONFIG = Verdict(DROP, errors.CONFIGURATION_ERROR)
+_DROP_STATUS = Verdict(DROP, DropReason.NON_RETRYABLE_STATUS)
+_DROP_CONFIG = Verdict(DROP, DropReason.CONFIGURATION_ERROR)
 
 
 def classify_status(status: int, oauth: bool = False) -> Verdict:
@@ -114,7 +143,8 @@ def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
     ``now_wall`` is the current wall-clock time (``time.time()``), used only
     for HTTP-dates. The delay is capped at 300 s. Absent, ``0``, negative and
     past values are treated as absent; anything unparsable is treated as
-    absent and flagged ``malformed``.
+    absent and flagged ``malformed``, and so is a number of more than
+    :data:`RETRY_AFTER_MAX_DIGITS` digits.
     """
     if value is None:
         return _ABSENT
@@ -124,6 +154,8 @@ def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
     sign = text[0] in "+-"
     digits = text[1:] if sign else text
     if digits.isdigit() and digits.isascii():
+        if len(digits.lstrip("0")) > RETRY_AFTER_MAX_DIGITS:
+            return RetryAfter(None, True)  # absurdly long: unparsable, and never a huge int conversion
         seconds = int(digits)
         if text[0] == "-" or seconds == 0:
             return _ABSENT
@@ -143,6 +175,100 @@ def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
     if not math.isfinite(delay) or delay <= 0:
         return _ABSENT
     return RetryAfter(min(delay, RETRY_AFTER_CAP))
+
+
+# -- one batch's state, the outcomes of an attempt, and the steps ---------------------------------
+
+
+@dataclass(frozen=True)
+class RetryState:
+    """Where one batch stands: requests made, counted retries spent, when it first failed (monotonic)."""
+
+    requests: int = 0
+    retries: int = 0
+    first_failure: Optional[float] = None
+
+    def sent(self) -> RetryState:
+        """The state after one more request (its ``X-Retry-Count`` was ``requests``)."""
+        return replace(self, requests=self.requests + 1)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The API answered ``status`` for a group of ``events``, at monotonic time ``at``.
+
+    ``rate_limit`` is ``(episode_start, wait)`` when a retryable answer carried a usable Retry-After:
+    when the client's rate-limit episode began and how long until the client may send again.
+    """
+
+    status: int
+    at: float
+    events: int = 1
+    rate_limit: Optional[tuple[float, float]] = None
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """No HTTP answer: a network error of ``kind`` (or ``configuration``)."""
+
+    kind: str
+    at: float
+
+    @property
+    def status(self) -> Optional[int]:
+        """Always ``None``: there was no HTTP status."""
+        return None
+
+
+@dataclass(frozen=True)
+class NoAuth:
+    """No Authorization header could be had; ``status`` is the token endpoint's answer, if any."""
+
+    status: Optional[int]
+    at: float
+
+    @property
+    def final(self) -> bool:
+        """A 4xx other than 408/429 from the token endpoint: the credentials are wrong, retrying won't help."""
+        return self.status is not None and 400 <= self.status <= 499 and self.status not in (408, 429)
+
+
+Outcome = Union[Answered, NoAnswer, NoAuth]
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """The group was delivered (a 2xx; per-event results are read by the loop)."""
+
+    state: RetryState
+
+
+@dataclass(frozen=True)
+class Split:
+    """413 on a group of several events: send each half (no retry spent)."""
+
+    state: RetryState
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Give the group up and report it with ``reason``; ``detail`` says why in words."""
+
+    reason: DropReason
+    detail: str
+    state: RetryState
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Retry after ``seconds``; ``rate_limited`` waits are spent at the client's shared gate."""
+
+    seconds: float
+    rate_limited: bool
+    state: RetryState
+
+
+Step = Union[Deliver, Split, Drop, Wait]
 
 
 def _check_budget(name: str, value: object) -> float:
@@ -188,3 +314,40 @@ class RetryPolicy:
     def rate_limit_fits(self, episode_start: float, now: float, delay: float) -> bool:
         """Whether a Retry-After wait of ``delay`` ends within the rate-limit budget."""
         return self.max_rate_limit_duration > 0 and (now + delay) - episode_start <= self.max_rate_limit_duration
+
+    def next_step(self, state: RetryState, outcome: Outcome, rand: float = 0.0) -> Step:
+        """What to do with a batch after one attempt (``rand`` is uniform in [0, 1), for the jitter).
+
+        Every retryable failure starts budget 2's clock (the batch's first failure); a Retry-After
+        wait is checked against budget 3 and spends no counted retry; anything else spends one.
+        """
+        if isinstance(outcome, Answered):
+            action = self.classify(outcome.status).action
+            if action == DELIVERED:
+                return Deliver(state)
+            if outcome.status == 413 and outcome.events > 1:
+                return Split(state)
+            if action == DROP:
+                return Drop(DropReason.NON_RETRYABLE_STATUS, f"HTTP {outcome.status}", state)
+        elif isinstance(outcome, NoAnswer):
+            if classify_network_error(outcome.kind).action == DROP:
+                return Drop(DropReason.CONFIGURATION_ERROR, "cannot send to the configured host", state)
+        elif outcome.final:
+            return Drop(DropReason.CONFIGURATION_ERROR, f"the OAuth token endpoint answered {outcome.status}", state)
+        first_failure = outcome.at if state.first_failure is None else state.first_failure
+        state = replace(state, first_failure=first_failure)
+        if isinstance(outcome, Answered) and outcome.rate_limit is not None:
+            episode_start, wait = outcome.rate_limit
+            if not self.rate_limit_fits(episode_start, outcome.at, wait):
+                budget = self.max_rate_limit_duration
+                detail = f"Retry-After wait {wait:g}s does not fit max_rate_limit_duration ({budget:g}s)"
+                return Drop(DropReason.RATE_LIMIT_DURATION_EXCEEDED, detail, state)
+            return Wait(wait, True, state)
+        retries = state.retries + 1
+        if not self.may_retry(retries):
+            return Drop(DropReason.RETRIES_EXHAUSTED, f"gave up after {state.requests} attempt(s)", state)
+        delay = backoff_delay(retries, rand)
+        if not self.backoff_fits(first_failure, outcome.at, delay):
+            detail = f"the next retry would end past max_total_backoff_duration ({self.max_total_backoff_duration:g}s)"
+            return Drop(DropReason.BACKOFF_DURATION_EXCEEDED, detail, state)
+        return Wait(delay, False, replace(state, retries=retries))

@@ -1,0 +1,62 @@
+"""The ``Authorization`` header: Basic from the write key, or Bearer from an OAuth token source.
+
+Both forms of every credential are registered with the log filter, so neither the key nor its Basic
+value nor a token reaches a log line or an exception text, even when a server echoes it back.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Optional, Protocol
+
+from segment.analytics.logs import register_secret
+
+__all__ = ["Auth", "AuthUnavailable", "BasicAuth", "basic_value"]
+
+
+class AuthUnavailable(Exception):
+    """No Authorization header could be had (e.g. the OAuth token endpoint failed).
+
+    ``status`` is the token endpoint's HTTP status, or ``None`` when it gave no answer.
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Auth(Protocol):
+    """Supplies the Authorization header value; OAuth can also be invalidated."""
+
+    oauth: bool
+
+    def header(self) -> str:
+        """The Authorization header value for the next request (may raise :class:`AuthUnavailable`)."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget the current token (after a 401, 403 or 511)."""
+        ...
+
+
+def basic_value(write_key: str) -> str:
+    """``Basic base64("<writeKey>:")``."""
+    return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode("ascii")
+
+
+class BasicAuth:
+    """``Authorization: Basic base64("<writeKey>:")``."""
+
+    oauth = False
+
+    def __init__(self, write_key: str) -> None:
+        self._value = basic_value(write_key)
+        register_secret(write_key)
+        register_secret(self._value[len("Basic ") :])
+
+    def header(self) -> str:
+        """The constant Basic header."""
+        return self._value
+
+    def invalidate(self) -> None:
+        """Nothing to forget."""

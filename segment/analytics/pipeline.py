@@ -1,0 +1,320 @@
+"""The delivery pipeline behind one client, and its lifecycle (``docs/delivery.md``).
+
+One object owns the buffer, the consumer threads, the sender, the transport and the counters. Its
+:class:`State` changes under one lock. Every delivery and every drop goes through :meth:`Pipeline.record`,
+which counts it and then calls the user's callbacks outside any lock; a batch is settled in a
+``finally`` whatever the callbacks do. A callback may call any public method of the client: a flush
+made from a consumer thread does not wait for itself, a shutdown made there does not join itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from segment.analytics import encoding, process_hooks
+from segment.analytics.auth import Auth
+from segment.analytics.buffer import EventBuffer, Lease
+from segment.analytics.config import Config, Message
+from segment.analytics.consumer import Consumer
+from segment.analytics.errors import DeliveryError
+from segment.analytics.request import BatchSender, RateLimitGate
+from segment.analytics.retry import DropReason
+from segment.analytics.stats import DeliveryStats
+from segment.analytics.transport import Transport
+from segment.analytics.wire import BATCH_SIZE_LIMIT
+
+__all__ = ["Pipeline", "State"]
+
+log = logging.getLogger("segment")
+
+
+class State(enum.Enum):
+    """Where a pipeline stands."""
+
+    STOPPED = "stopped"  # no consumer threads: not started yet (send=False, sync_mode) or after join()
+    RUNNING = "running"  # consumers are sending
+    FORKED = "forked"  # in a forked child: consumers start with the first event or flush
+    CLOSING = "closing"  # shutdown began: no new events; what was accepted is being delivered
+    CLOSED = "closed"  # shut down: every call is refused (client_closed)
+
+
+class Pipeline:
+    """Buffer -> consumers -> sender -> transport, with one lifecycle and one place that records outcomes."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.auth: Optional[Auth] = None
+        if config.oauth:
+            from segment.analytics.oauth_manager import OauthManager
+
+            self.auth = OauthManager(
+                config.oauth_client_id or "",
+                config.oauth_client_key or "",
+                config.oauth_key_id or "",
+                config.oauth_auth_server,
+                config.oauth_scope,
+                config.timeout,
+                config.max_retries,
+            )
+        self._policy = config.policy()
+        self._stop = threading.Event()
+        self._exiting = False
+        self._drained = False
+        self._build()
+        self.state = State.RUNNING if self._sending else State.STOPPED
+        if self.state is State.RUNNING:
+            self._start_consumers_locked()
+        process_hooks.register(self)
+
+    @property
+    def _sending(self) -> bool:
+        return self.config.send and not self.config.sync_mode
+
+    def _build(self) -> None:
+        """Create the lock, buffer, counters, rate-limit gate, transport and sender (again after a fork)."""
+        config = self.config
+        self._lock = threading.Lock()
+        self.buffer = EventBuffer(config.max_queue_size)
+        self.counters = DeliveryStats()
+        self.consumers: list[Consumer] = []
+        self.transport = Transport(config.host, config.timeout, config.proxies, pool_size=config.thread)
+        self.sender = BatchSender(
+            config.write_key,
+            self.transport,
+            self._policy,
+            auth=self.auth,
+            gzip=config.gzip,
+            gate=RateLimitGate(),
+            stats=self.counters,
+            sleep=self._sleep,
+            stopped=self._stop.is_set,
+        )
+
+    def _sleep(self, seconds: float) -> bool:
+        return not self._stop.wait(seconds)
+
+    # -- consumers ------------------------------------------------------------
+
+    def _start_consumers_locked(self) -> None:
+        """Start ``thread`` consumers (the caller holds the lock or owns the pipeline alone)."""
+        self._stop.clear()
+        self.buffer.reopen()
+        config = self.config
+        max_bytes = BATCH_SIZE_LIMIT - self.sender.envelope_size()
+        self.consumers = [
+            Consumer(
+                index,
+                self.buffer,
+                self._upload,
+                self._stop,
+                upload_size=config.upload_size,
+                upload_interval=config.upload_interval,
+                max_bytes=max_bytes,
+                timeout=config.timeout,
+                retries=config.max_retries,
+                owner=self,
+            )
+            for index in range(1, config.thread + 1)
+        ]
+        for consumer in self.consumers:
+            consumer.start()
+        self.state = State.RUNNING
+
+    def _ensure_running(self) -> None:
+        """Start the consumers if the pipeline is stopped or freshly forked (never at exit, never when closed)."""
+        with self._lock:
+            if self.state not in (State.STOPPED, State.FORKED) or self._exiting or not self._sending:
+                return
+            if self._alive():
+                return  # a join() that timed out left a consumer finishing its request
+            if self.state is State.FORKED:
+                process_hooks.register_worker_drain(self)
+            self._start_consumers_locked()
+
+    def _alive(self) -> bool:
+        return any(consumer.is_alive() for consumer in self.consumers)
+
+    def _on_consumer_thread(self) -> bool:
+        return getattr(threading.current_thread(), "owner", None) is self
+
+    def _upload(self, lease: Lease) -> None:
+        """Send one batch; settle it in ``finally``, putting back what shutdown interrupted."""
+        pending: list[bytes] = []
+        try:
+            result = self.sender.send(lease.items, functools.partial(self._settled, lease))
+            pending = result.pending
+        finally:
+            if pending:
+                self.buffer.requeue_front(pending)
+            self.buffer.settle(lease)
+
+    def _settled(self, lease: Lease, events: list[bytes], error: Optional[DeliveryError], after_retry: bool) -> None:
+        lease.done += len(events)
+        self.record(events, error, after_retry)
+
+    # -- outcomes -------------------------------------------------------------
+
+    def record(self, events: list[bytes], error: Optional[DeliveryError], after_retry: bool = False) -> None:
+        """Count a group of events delivered (``error`` is None) or dropped, then tell the callbacks."""
+        if error is None:
+            self.counters.delivered(len(events), after_retry)
+            if self.config.on_success:
+                self._notify(self.config.on_success, None, events)
+        else:
+            self.counters.dropped(error.reason, len(events))
+            if self.config.on_error:
+                self._notify(self.config.on_error, error, events)
+
+    def refuse(self, reason: DropReason, msg: Message, text: str) -> tuple[bool, Message]:
+        """Count and report an event accepted but not queued; the call returns ``(False, msg)``."""
+        self.counters.refuse(reason)
+        if self.config.on_error:
+            self._call(self.config.on_error, DeliveryError(reason, text), [msg])
+        return False, msg
+
+    def _notify(self, callback: Callable[..., Any], error: Optional[DeliveryError], events: list[bytes]) -> None:
+        try:
+            messages = [encoding.decode_safely(item) for item in events]
+        except Exception:
+            log.exception("could not decode %d event(s) for the %s callback", len(events), _name(callback))
+            return
+        if error is None:
+            self._call(callback, messages)
+        else:
+            self._call(callback, error, messages)
+
+    @staticmethod
+    def _call(callback: Callable[..., Any], *args: Any) -> None:
+        try:
+            callback(*args)
+        except (Exception, SystemExit):
+            log.exception("exception raised by the %s callback (ignored)", _name(callback))
+
+    # -- the calls' side ------------------------------------------------------
+
+    def put(self, data: bytes) -> Optional[DropReason]:
+        """Queue one encoded event; ``None`` when queued, else why it was not."""
+        if self.buffer.put(data):
+            if self.state is State.FORKED:
+                self._ensure_running()
+            return None
+        return DropReason.CLIENT_CLOSED if self.buffer.sealed else DropReason.QUEUE_FULL
+
+    def send_now(self, data: bytes) -> bool:
+        """Sync mode: deliver one event in the caller's thread; whether it was delivered."""
+        self.counters.accept_unqueued()
+        result = self.sender.send([data], self.record)
+        return bool(result.delivered) and not result.dropped
+
+    @property
+    def closed(self) -> bool:
+        """Whether shutdown has begun (new events are refused)."""
+        return self.state in (State.CLOSING, State.CLOSED)
+
+    # -- flush, join, shutdown --------------------------------------------------
+
+    def flush(self, timeout: Optional[float]) -> int:
+        """Send what is queued now; wait (within ``timeout``) until it is delivered or reported."""
+        if self._sending:
+            self._ensure_running()
+            mark = self.buffer.request_flush()
+            if not self._on_consumer_thread():  # a consumer cannot wait for itself
+                self.buffer.wait_settled(mark, timeout, self._alive)
+        return self.pending()
+
+    def join(self, timeout: Optional[float]) -> None:
+        """Stop the consumers (a held batch goes back to the queue) and wait for them within ``timeout``."""
+        with self._lock:
+            if self.state is State.RUNNING:
+                self.state = State.STOPPED
+            consumers = list(self.consumers)
+            self._stop.set()
+            self.buffer.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for consumer in consumers:
+            if consumer is threading.current_thread() or not consumer.is_alive():
+                continue
+            consumer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def shutdown(self, timeout: Optional[float]) -> int:
+        """Refuse new events, deliver what was accepted (within ``timeout``), stop; returns what is left.
+
+        Called again (from another thread) while a shutdown runs, it waits for the same events.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if self.state is State.CLOSED:
+                return self.pending()
+            self.state = State.CLOSING
+        mark = self.buffer.seal()
+        if self._on_consumer_thread():
+            self.buffer.close()  # the consumers drain what is queued, then stop
+            return self.pending()
+        if self._sending and not self._exiting:
+            with self._lock:
+                if not self._alive() and self.buffer.qsize():
+                    self._start_consumers_locked()  # after join() or in a fresh fork: deliver first
+                    self.state = State.CLOSING
+            self.buffer.wait_settled(mark, _remaining(deadline), self._alive)
+        self.join(_remaining(deadline))
+        with self._lock:
+            self.state = State.CLOSED
+        if not self._alive():
+            self.transport.close()
+        return self.pending()
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters (``accepted == delivered + dropped + pending``)."""
+        buffer = self.buffer
+        return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight()))
+
+    def pending(self) -> int:
+        """Accepted events neither delivered nor reported yet."""
+        return int(self.stats()["pending"])
+
+    # -- process events ---------------------------------------------------------
+
+    def at_exit(self) -> None:
+        """Bounded drain at interpreter (or pool worker) exit; starts no thread; logs what is left."""
+        with self._lock:
+            if self._drained:
+                return
+            self._drained = True
+            self._exiting = True
+        if self._alive():
+            self.buffer.wait_settled(self.buffer.request_flush(), self.config.exit_timeout, self._alive)
+        self._stop.set()
+        self.buffer.close()
+        pending = self.pending()
+        if pending:
+            log.warning("segment: %d event(s) could not be delivered before exit", pending)
+
+    def after_fork_in_child(self) -> None:
+        """Fresh locks, queue, counters and session in a forked child; consumers start on first use."""
+        if self.auth is not None:
+            after_fork = getattr(self.auth, "after_fork_in_child", None)
+            if after_fork is not None:
+                after_fork()
+        was_closed = self.closed
+        self._stop = threading.Event()
+        self._build()
+        self._drained = False
+        self._exiting = False
+        if was_closed:
+            self.state = State.CLOSED
+            self.buffer.seal()
+        else:
+            self.state = State.FORKED if self._sending else State.STOPPED
+
+
+def _remaining(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _name(callback: Callable[..., Any]) -> str:
+    return str(getattr(callback, "__name__", "user"))

@@ -1,0 +1,87 @@
+"""Process events: interpreter exit, ``os.fork()``, and the way a forked pool worker exits.
+
+Every open pipeline is drained (boundedly) at interpreter exit and rebuilt in a forked child. A
+forked child may end in ``os._exit`` (``multiprocessing`` and ``ProcessPoolExecutor`` workers, celery's
+prefork children), which skips ``atexit``: a child that starts sending registers its drain with the
+exit hooks those pools do run (``multiprocessing.util.Finalize``, billiard's, celery's
+``worker_process_shutdown``), each imported only if the process already loaded it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import weakref
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger("segment")
+
+
+class Drainable(Protocol):
+    """What the hooks call on each pipeline."""
+
+    def at_exit(self) -> None:
+        """Deliver what is left within the exit budget and say what could not be."""
+
+    def after_fork_in_child(self) -> None:
+        """Start over with fresh locks, queue and session in a forked child."""
+
+
+_pipelines: weakref.WeakSet[Any] = weakref.WeakSet()
+_child_hooks: list[Callable[[], None]] = []  # run once in a forked child, before the pipelines
+
+
+def register(pipeline: Drainable) -> None:
+    """Drain ``pipeline`` at exit and rebuild it after a fork (held weakly)."""
+    _pipelines.add(pipeline)
+
+
+def on_fork_child(hook: Callable[[], None]) -> None:
+    """Run ``hook`` in every forked child (module-level state such as locks)."""
+    _child_hooks.append(hook)
+
+
+def register_worker_drain(pipeline: Drainable) -> None:
+    """In a forked child: drain ``pipeline`` when a pool worker exits through ``os._exit``."""
+    ref = weakref.ref(pipeline)
+
+    def drain(*_: Any, **__: Any) -> None:
+        target = ref()
+        if target is not None:
+            _guarded(target.at_exit)
+
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        mp_util.Finalize(None, drain, exitpriority=100)
+    billiard_util = sys.modules.get("billiard.util")
+    if billiard_util is not None:
+        billiard_util.Finalize(None, drain, exitpriority=100)
+    celery_signals = sys.modules.get("celery.signals")
+    if celery_signals is not None:
+        celery_signals.worker_process_shutdown.connect(drain, weak=False)
+
+
+def _guarded(call: Callable[[], None]) -> None:
+    try:
+        call()
+    except Exception:
+        log.exception("error while draining")
+
+
+def _exit_all() -> None:
+    for pipeline in list(_pipelines):
+        _guarded(pipeline.at_exit)
+
+
+def _fork_child_all() -> None:
+    for hook in _child_hooks:
+        _guarded(hook)
+    for pipeline in list(_pipelines):
+        _guarded(pipeline.after_fork_in_child)
+
+
+atexit.register(_exit_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fork_child_all)
