@@ -23,24 +23,30 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["segment.analytics", "segment.analytics.testing", "segment_e2e_cli"],
+    # only the library: the e2e driver has its own packaging (e2e-cli/setup.py) and nothing goes on PATH
+    packages=["segment.analytics", "segment.analytics.testing"],
     package_dir={
         "segment.analytics": "segment/analytics",
         "segment.analytics.testing": "segment/analytics/testing",
-        "segment_e2e_cli": "e2e-cli",
     },
-    package_data={
-        "segment.analytics": ["py.typed"],
-        "segment_e2e_cli": ["README.md", "e2e-config.json", "run-e2e.sh", "scenarios/*/*.json"],
-    },
+    package_data={"segment.analytics": ["py.typed"]},
     py_modules=[],
     install_requires=["requests>=2.7,<3", "python-dateutil>=2.2,<3"],
     extras_require={
         "fast": ["orjson>=3.6"],
         "oauth": ["PyJWT[crypto]>=2.0"],
-        "test": ["pytest>=7", "ruff", "mypy", "types-requests", "types-python-dateutil", "numpy", "PyJWT[crypto]>=2.0"],
+        "test": [
+            "pytest>=7",
+            "ruff",
+            "mypy",
+            "types-requests",
+            "types-python-dateutil",
+            "numpy",
+            "PyJWT[crypto]>=2.0",
+            "gevent",
+            "eventlet",
+        ],
     },
-    entry_points={"console_scripts": ["e2e-cli=segment_e2e_cli.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",

@@ -27,6 +27,7 @@ class TokenServer:
 
     def __init__(self) -> None:
         self.forms: list[dict[str, str]] = []
+        self.status = 200  # what the endpoint answers
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,7 +36,9 @@ class TokenServer:
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 owner.forms.append(form | {"_path": self.path})
                 body = json.dumps({"access_token": f"token-{len(owner.forms)}", "expires_in": 3600}).encode()
-                self.send_response(200)
+                if owner.status != 200:
+                    body = json.dumps({"error": "invalid_client", "echo": form.get("client_assertion")}).encode()
+                self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -69,7 +72,8 @@ def key_pair() -> tuple[str, Any]:
     return pem, private.public_key()
 
 
-def oauth_client(api: MockTrackingAPI, token_server: TokenServer, pem: str, errors: ErrorLog) -> Client:
+def oauth_client(api: MockTrackingAPI, token_server: TokenServer, pem: str, errors: ErrorLog, **options: Any) -> Client:
+    options.setdefault("upload_interval", 0.05)
     return Client(
         WRITE_KEY,
         host=api.url,
@@ -78,7 +82,7 @@ def oauth_client(api: MockTrackingAPI, token_server: TokenServer, pem: str, erro
         oauth_client_key=pem,
         oauth_key_id="key-id-1",
         oauth_auth_server=token_server.url,
-        upload_interval=0.05,
+        **options,
     )
 
 
@@ -125,3 +129,56 @@ def test_511_clears_the_token_and_retries_with_a_new_one(
     assert [r.retry_count for r in api.requests()] == [None, 1]
     assert len(token_server.forms) == 2 and errors.errors == []
     assert "token-1" not in caplog.text and "token-2" not in caplog.text
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_a_token_endpoint_4xx_is_final_one_request_and_reported_at_once(
+    api: MockTrackingAPI, token_server: TokenServer, key_pair: tuple[str, Any], errors: ErrorLog, status: int
+) -> None:
+    """Issue 8, defect 13: bad client credentials are not transient; 2.4.0 gives up after one request."""
+    token_server.status = status
+    client = oauth_client(api, token_server, key_pair[0], errors)
+    try:
+        client.track("u", "e")
+        assert client.flush(timeout=10) == 0
+    finally:
+        client.shutdown(timeout=2)
+    assert len(token_server.forms) == 1  # one token request: no retry inside, no retry per attempt
+    assert api.requests() == []  # nothing was sent without a token
+    [(error, events)] = errors.errors
+    assert (error.reason, error.status) == ("configuration_error", status)  # type: ignore[attr-defined]
+    assert [event["event"] for event in events] == ["e"]
+    assert client.stats()["dropped_by_reason"] == {"configuration_error": 1}
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_a_transient_token_endpoint_failure_spends_the_batch_retry_budget(
+    api: MockTrackingAPI, token_server: TokenServer, key_pair: tuple[str, Any], errors: ErrorLog, status: int
+) -> None:
+    token_server.status = status
+    client = oauth_client(api, token_server, key_pair[0], errors, max_retries=1)
+    try:
+        client.track("u", "e")
+        assert client.flush(timeout=10) == 0  # 0.5 s of backoff
+    finally:
+        client.shutdown(timeout=2)
+    assert len(token_server.forms) == 2  # one token request per attempt: max_retries + 1
+    [(error, _)] = errors.errors
+    assert error.reason == "retries_exhausted"  # type: ignore[attr-defined]
+    assert client.stats()["retries_by_status"] == {"auth": 1}
+
+
+def test_the_token_endpoint_recovering_delivers(
+    api: MockTrackingAPI, token_server: TokenServer, key_pair: tuple[str, Any], errors: ErrorLog
+) -> None:
+    token_server.status = 503
+    client = oauth_client(api, token_server, key_pair[0], errors)
+    try:
+        client.track("u", "e")
+        threading.Timer(0.2, lambda: setattr(token_server, "status", 200)).start()
+        assert client.flush(timeout=10) == 0
+    finally:
+        client.shutdown(timeout=2)
+    assert [r.header("Authorization") for r in api.requests()] == ["Bearer token-2"]
+    assert [r.retry_count for r in api.requests()] == [None]  # no request was made before: not a retry
+    assert errors.errors == []

@@ -14,9 +14,11 @@ import os
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -378,8 +380,47 @@ def test_a_foreign_tracking_api_that_fails_first_gets_each_event_once() -> None:
     assert [h.get("X-Retry-Count") for h in api.headers] == [None, "1", "2"]
 
 
-def test_installed_console_script_points_at_main() -> None:
-    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as f:
-        setup_py = f.read()
-    assert '"e2e-cli=segment_e2e_cli.cli:main"' in setup_py
-    assert '"segment_e2e_cli": "e2e-cli"' in setup_py
+def test_the_console_script_installs_from_e2e_cli_alone(tmp_path: Path) -> None:
+    """SPEC 6: ``pip install ./e2e-cli`` gives an ``e2e-cli`` command that runs the driver."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            os.path.join(ROOT, "e2e-cli"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    script = target / "bin" / "e2e-cli"
+    assert script.exists()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), ROOT]))
+    done = subprocess.run(
+        [sys.executable, str(script), "--input", "not json"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 1
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["success"] is False and result["error"]
+
+
+def test_the_library_distribution_installs_only_the_library(tmp_path: Path) -> None:
+    """The SDK's wheel holds segment/analytics and nothing else, and declares no console script."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), ROOT],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    [wheel] = list(tmp_path.glob("segment_analytics_python-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    code = [name for name in names if ".dist-info/" not in name]
+    assert code and all(name.startswith("segment/analytics/") for name in code), code
+    assert not any(name.endswith("entry_points.txt") for name in names)

@@ -347,6 +347,24 @@ def _decode_body(raw: bytes, content_encoding: str | None) -> Any:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
+    except RecursionError:
+        return _decode_on_a_fresh_stack(data)
+
+
+def _decode_on_a_fresh_stack(data: bytes) -> Any:
+    """Decode JSON nested nearly as deep as the interpreter allows, from a new thread's shallow stack."""
+    box: list[Any] = [None]
+
+    def decode() -> None:
+        try:
+            box[0] = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            pass
+
+    thread = threading.Thread(target=decode, name="mock-tracking-api-decode", daemon=True)
+    thread.start()
+    thread.join()
+    return box[0]
 
 
 def realistic_profile(seed: int = 0) -> list[tuple[float, Reply]]:
