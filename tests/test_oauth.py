@@ -1,4 +1,4 @@
-"""OAuth client credentials (SPEC 3.1 511, 3.2 Bearer): a real local token endpoint and the mock Tracking API."""
+"""OAuth client credentials (delivery.md §3.1: 511; §3.2: Bearer): a local token endpoint and the mock Tracking API."""
 
 from __future__ import annotations
 

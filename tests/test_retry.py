@@ -1,6 +1,6 @@
-"""The retry policy as pure data (SPEC 3.1, 3.3, 3.4): no server, no clock, no sleeping.
+"""The retry policy as pure data (delivery.md §3.1, 3.3, 3.4): no server, no clock, no sleeping.
 
-Expectations are written from the SPEC text, never computed by the code under test.
+Expectations are written from the contract (docs/delivery.md), never computed by the code under test.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from segment.analytics.retry import (
 
 NOW = 1_700_000_000.0  # fixed wall clock for HTTP-date tests (an integer, so formatdate is exact)
 
-# -- SPEC 3.1 table, transcribed ---------------------------------------------
+# -- delivery.md §3.1 table, transcribed ---------------------------------------------
 
 SPEC_RETRYABLE_4XX = {408, 410, 429, 460}
 SPEC_NON_RETRYABLE_5XX = {501, 505}
 
 
 def spec_outcome(status: int, oauth: bool) -> str:
-    """The SPEC 3.1 table, written out independently of the library."""
+    """The delivery.md §3.1 table, written out independently of the library."""
     if 200 <= status <= 299:
         return "delivered"
     if status in SPEC_RETRYABLE_4XX:
@@ -117,7 +117,7 @@ def test_codes_outside_100_599_are_dropped(status: int, oauth: bool) -> None:
 
 
 def test_410_and_460_are_retried_seed_review_item_7() -> None:
-    """The seed review questioned 410; SPEC 3.1 keeps 410 and 460 retryable."""
+    """The seed review questioned 410; delivery.md §3.1 keeps 410 and 460 retryable."""
     assert classify_status(410).action == "retry"
     assert classify_status(460).action == "retry"
 
@@ -151,7 +151,7 @@ def test_configuration_error_is_dropped_at_once() -> None:
     assert verdict.reason == "configuration_error"
 
 
-# -- SPEC 3.3 backoff -----------------------------------------------------------
+# -- delivery.md §3.3 backoff -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
@@ -189,7 +189,7 @@ def test_backoff_delay_rejects_retry_zero() -> None:
         backoff_delay(0, 0.0)
 
 
-# -- SPEC 3.4 Retry-After parsing -------------------------------------------------
+# -- delivery.md §3.4 Retry-After parsing -------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -291,7 +291,7 @@ def test_retry_after_obsolete_http_date_forms(fmt: str) -> None:
     assert parse_retry_after(value, NOW).delay == pytest.approx(20.0)
 
 
-# -- budgets (SPEC 3.3, 3.4) ----------------------------------------------------------
+# -- budgets (delivery.md §3.3, 3.4) ----------------------------------------------------------
 
 BUDGETS = ["max_retries", "max_total_backoff_duration", "max_rate_limit_duration"]
 
@@ -325,7 +325,7 @@ def test_max_retries_must_be_whole() -> None:
 @pytest.mark.parametrize("name", BUDGETS)
 @pytest.mark.parametrize("bad", [None, -1])
 def test_client_rejects_bad_budgets(name: str, bad: object) -> None:
-    """SPEC 3.3: ``Client(...)`` itself rejects None/negative budgets with ValueError."""
+    """delivery.md §3.3: ``Client(...)`` itself rejects None/negative budgets with ValueError."""
     with pytest.raises(ValueError):
         Client("wk", send=False, **{name: bad})  # type: ignore[arg-type]
 

@@ -1,4 +1,4 @@
-"""The bounded in-memory queue between callers and consumer threads (SPEC 2).
+"""The bounded in-memory queue between callers and consumer threads (delivery.md §1).
 
 It holds encoded events (``bytes``). ``put`` never blocks. Consumers take
 whole batches with :meth:`EventBuffer.take`, bounded by count, bytes and a

@@ -1,4 +1,4 @@
-"""Turning a message into strict JSON bytes, once (SPEC 1, JSON-safety table).
+"""Turning a message into strict JSON bytes, once (delivery.md §2, JSON-safety table).
 
 ``encode(message)`` is the only entry point the client uses. The fast path is
 one call to the C JSON encoder (or ``orjson`` when it is installed and
@@ -100,7 +100,7 @@ _CYCLE = object()
 def make_json_safe(value: Any, _depth: int = 0, _path: Optional[set[int]] = None) -> Any:
     """Return a copy of ``value`` made only of JSON types (str-keyed dict, list, str, int, finite float, bool, None).
 
-    Applies the SPEC 1 table; NaN/Infinity become ``None``; a container that
+    Applies the delivery.md §2 table; NaN/Infinity become ``None``; a container that
     contains itself is replaced by ``None`` where it recurs; non-string keys
     become strings the way the JSON module writes them.
     """

@@ -1,4 +1,4 @@
-"""Keeping secrets out of the ``segment`` logger's output (SPEC 5)."""
+"""Keeping secrets out of the ``segment`` logger's output (delivery.md §6)."""
 
 from __future__ import annotations
 

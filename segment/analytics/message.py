@@ -1,4 +1,4 @@
-"""Building the six message types: argument checks, ids, timestamps (SPEC 1).
+"""Building the six message types: argument checks, ids, timestamps (delivery.md §2).
 
 Pure functions, no I/O. Argument checks raise :class:`ArgumentError` naming
 the field, in the caller's thread.

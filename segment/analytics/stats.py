@@ -1,4 +1,4 @@
-"""Delivery counters (SPEC 4): cheap, thread-safe, never blocking a producer for long."""
+"""Delivery counters (delivery.md §4): cheap, thread-safe, never blocking a producer for long."""
 
 from __future__ import annotations
 

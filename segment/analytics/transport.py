@@ -70,7 +70,7 @@ _CONFIG_ERRORS = (
 
 
 def network_error_kind(exc: BaseException) -> str:
-    """Name the kind of a network-level failure (SPEC 4 ``network_errors`` keys, or ``configuration``)."""
+    """Name the kind of a network-level failure (delivery.md §4 ``network_errors`` keys, or ``configuration``)."""
     if isinstance(exc, _CONFIG_ERRORS):
         return "configuration"
     chain = list(_exception_chain(exc))
