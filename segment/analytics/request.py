@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from segment.analytics import wire
 from segment.analytics.auth import Auth, BasicAuth
-from segment.analytics.encoding import decode
 from segment.analytics.errors import APIError, DeliveryError
 from segment.analytics.logs import redact
+from segment.analytics.ratelimit import RateLimitGate
 from segment.analytics.retry import (
     DELIVERED,
     RETRY,
@@ -49,40 +48,6 @@ log = logging.getLogger("segment")
 
 #: Called as each group of a batch settles: ``(events, error or None if delivered, after a retry?)``.
 Settled = Callable[[list[bytes], Optional[DeliveryError], bool], None]
-
-
-class RateLimitGate:
-    """Rate-limit state shared by every consumer of one client.
-
-    While ``until`` lies in the future nobody sends. An episode starts with
-    the first rate-limited response and ends with the first answer that is not
-    rate-limited to a request sent after the last rate-limited response arrived.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.until = 0.0
-        self.episode_start: Optional[float] = None
-        self._last_limited_at = float("-inf")
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until sending is allowed again."""
-        return max(0.0, self.until - now)
-
-    def limit(self, now: float, delay: float) -> float:
-        """Record a rate-limited response arriving at ``now``; returns the episode's start."""
-        with self._lock:
-            if self.episode_start is None:
-                self.episode_start = now
-            self.until = max(self.until, now + delay)
-            self._last_limited_at = now
-            return self.episode_start
-
-    def release(self, sent_at: float) -> None:
-        """Record an answer that is not rate-limited to a request sent at ``sent_at``."""
-        with self._lock:
-            if self.episode_start is not None and sent_at >= self._last_limited_at:
-                self.episode_start = None
 
 
 @dataclass
@@ -328,28 +293,8 @@ class BatchSender:
         return self._execute(batch, retry_outcome, self.policy.next_step(batch.state, retry_outcome, self.rand()))
 
     def _error_responses(self, response: Response, size: int) -> Optional[dict[int, int]]:
-        """Per-event statuses listed in a 2xx body's ``errorResponses`` (index -> status), if any.
-
-        A body that cannot be read (not JSON, nested too deeply, numbers too long) delivers the whole
-        group: the API took it.
-        """
-        if b"errorResponses" not in response.body:
-            return None
-        try:
-            entries = decode(response.body).get("errorResponses")
-        except Exception:  # noqa: BLE001 - whatever the body is, a 2xx means the API took the batch
-            return None
-        if not isinstance(entries, list):
-            return None
-        verdicts: dict[int, int] = {}
-        ignored = 0
-        for entry in entries:
-            index = entry.get("index") if isinstance(entry, dict) else None
-            status = entry.get("status") if isinstance(entry, dict) else None
-            if type(index) is int and type(status) is int and 0 <= index < size:
-                verdicts[index] = status
-            else:
-                ignored += 1
+        """Per-event statuses listed in a 2xx body (index -> status); warns once about unusable entries."""
+        verdicts, ignored = wire.error_responses(response.body, size)
         if ignored and not self._warned_error_responses:
             self._warned_error_responses = True
             log.warning("ignored %d errorResponses entries with a missing status or an index out of range", ignored)
