@@ -217,6 +217,7 @@ def test_shutdown_delivers_everything_accepted_before_it_while_a_producer_keeps_
     stats = client.stats()
     assert conserved(stats) and stats["pending"] == 0
     assert stats["dropped_by_reason"] == {"client_closed": len(refused)}
+    assert all(type(reason) is str for reason in stats["dropped_by_reason"])  # a plain dict: JSON as is
 
 
 def test_concurrent_shutdowns_wait_for_the_same_events(api: MockTrackingAPI) -> None:

@@ -40,7 +40,7 @@ class DeliveryStats:
         """Count events accepted and dropped before reaching the queue."""
         with self._lock:
             self.accepted_unqueued += count
-            self.dropped_by_reason[reason] += count
+            self.dropped_by_reason[str(reason)] += count  # a plain str, even for a DropReason
 
     def delivered(self, count: int, after_retry: bool) -> None:
         """Count events the API accepted."""
@@ -54,7 +54,7 @@ class DeliveryStats:
     def dropped(self, reason: str, count: int) -> None:
         """Count events dropped after they were queued."""
         with self._lock:
-            self.dropped_by_reason[reason] += count
+            self.dropped_by_reason[str(reason)] += count
 
     def request_sent(self, body_bytes: int) -> None:
         """Count one HTTP request and its body size on the wire."""
