@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from segment.analytics import Client  # noqa: E402
-from segment.analytics.testing import MockTrackingAPI, Reply  # noqa: E402
+from segment.analytics import Client
+from segment.analytics.testing import MockTrackingAPI, Reply
 
 RA = {"Retry-After": "1"}
 FAULTS: list[tuple[float, Reply]] = [
