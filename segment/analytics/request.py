@@ -22,6 +22,7 @@ from typing import Callable, Optional, Protocol
 
 from segment.analytics import wire
 from segment.analytics.auth import Auth, BasicAuth
+from segment.analytics.compat import DatetimeSerializer, post
 from segment.analytics.encoding import decode
 from segment.analytics.errors import APIError, DeliveryError
 from segment.analytics.logs import redact
@@ -43,7 +44,7 @@ from segment.analytics.retry import (
 )
 from segment.analytics.transport import NetworkError, Poster, Response
 
-__all__ = ["APIError", "BatchResult", "BatchSender", "RateLimitGate", "Settled"]
+__all__ = ["APIError", "BatchResult", "BatchSender", "DatetimeSerializer", "RateLimitGate", "Settled", "post"]
 
 log = logging.getLogger("segment")
 
