@@ -232,7 +232,8 @@ class BatchSender:
             status = getattr(exc, "status", None)
             batch.cause = exc
             log.debug("no Authorization header: %s", exc)
-            return NoAuth(status if isinstance(status, int) else None, self.clock())
+            unusable = getattr(exc, "final", False) is True
+            return NoAuth(status if isinstance(status, int) else None, self.clock(), unusable)
         headers = wire.headers(authorization, self.gzip, batch.state.requests)
         body = self.envelope.body(group, self.wall_clock())
         if log.isEnabledFor(logging.DEBUG):
