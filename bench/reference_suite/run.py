@@ -395,22 +395,22 @@ def report(
     first = runs[libraries[0]]
     total_tests = sum(len(r.outcomes) for r in first)
     print(f"\nanalytics-python {REF_VERSION}'s own test suite, unmodified: {len(first)} modules, {total_tests} tests\n")
-    header = f"{'module':<18}" + "".join(f"{labels[lib]:>26}" for lib in libraries)
+
+    def cell(module_runs: list[ModuleRun], seconds: bool = True) -> str:
+        passed = sum(r.passed for r in module_runs)
+        count = sum(len(r.outcomes) for r in module_runs)
+        took = f" ({sum(r.seconds for r in module_runs):5.1f}s)" if seconds else ""
+        return f"{passed:>3} of {count:<3} passed{took}"
+
+    width = max(len(cell(first)), *(len(labels[lib]) for lib in libraries)) + 4
+    header = f"{'module':<18}" + "".join(f"{labels[lib]:>{width}}" for lib in libraries)
     print(header)
     print("-" * len(header))
     for index, module_run in enumerate(first):
-        cells = []
-        for lib in libraries:
-            r = runs[lib][index]
-            cells.append(f"{r.passed:>4} passed {len(r.outcomes) - r.passed:>3} failed ({r.seconds:4.1f}s)")
-        print(f"{module_run.module:<18}" + "".join(f"{c:>26}" for c in cells))
+        cells = [cell([runs[lib][index]]) for lib in libraries]
+        print(f"{module_run.module:<18}" + "".join(f"{c:>{width}}" for c in cells))
     print("-" * len(header))
-    totals = []
-    for lib in libraries:
-        passed = sum(r.passed for r in runs[lib])
-        count = sum(len(r.outcomes) for r in runs[lib])
-        totals.append(f"{passed:>4} passed {count - passed:>3} failed")
-    print(f"{'total':<18}" + "".join(f"{t:>26}" for t in totals) + "\n")
+    print(f"{'total':<18}" + "".join(f"{cell(runs[lib]):>{width}}" for lib in libraries) + "\n")
     for lib in libraries:
         counts = sink_counts.get(lib, {})
         by_path = dict(sorted(counts.items()))
