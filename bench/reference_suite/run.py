@@ -62,9 +62,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def clean_env() -> dict[str, str]:
-    """The environment without PYTHON* variables, without proxies, and writing no bytecode."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and "proxy" not in k.lower()}
+def clean_env(keep_proxies: bool = False) -> dict[str, str]:
+    """The environment without PYTHON* variables, writing no bytecode; for test runs, without proxies too.
+
+    pip keeps the proxy settings it may need to reach PyPI; the tests must reach only 127.0.0.1.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTHON") and (keep_proxies or not k.lower().endswith("_proxy"))
+    }
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -73,7 +80,7 @@ def run(
     cmd: list[str], cwd: Optional[str] = None, env: Optional[dict[str, str]] = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd``; exit with its output when it fails."""
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env or clean_env())
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env or clean_env(keep_proxies=True))
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{(done.stdout + done.stderr)[-3000:]}")
     return done
