@@ -80,7 +80,8 @@ def post(
 
     Returns the ``requests.Response`` of a 2xx. Raises :class:`APIError` (``status``, ``code``,
     ``message``, ``response``) for any other status: ``code`` is ``"redirect"`` for a 3xx (redirects
-    are not followed), else the ``code`` of the body's JSON object, else ``"unknown"``. When no answer
+    are not followed), else the body's ``code`` and ``message`` when it is a JSON object with both,
+    else ``"unknown"`` and the start of the body. When no answer
     came, the ``requests`` exception is raised (``requests.ConnectionError``, ``requests.ReadTimeout``,
     ``requests.exceptions.MissingSchema`` for a host without a scheme ...). Misuse raises
     :class:`~segment.analytics.errors.ArgumentError` naming the argument.
