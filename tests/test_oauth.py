@@ -182,3 +182,24 @@ def test_the_token_endpoint_recovering_delivers(
     assert [r.header("Authorization") for r in api.requests()] == ["Bearer token-2"]
     assert [r.retry_count for r in api.requests()] == [None]  # no request was made before: not a retry
     assert errors.errors == []
+
+
+@pytest.mark.parametrize("bad_key", ["badkey", "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----"])
+def test_a_key_that_cannot_sign_drops_the_batch_at_once(
+    api: MockTrackingAPI, token_server: TokenServer, errors: ErrorLog, bad_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # signing fails the same way every time: the batch is reported (configuration_error) instead of being
+    # retried for minutes, the token endpoint and the API are never contacted, and the key is not logged
+    client = oauth_client(api, token_server, bad_key, errors)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="segment"):
+            client.track("u", "e")
+            assert client.flush(timeout=10) == 0
+    finally:
+        client.shutdown(timeout=2)
+    assert errors.reasons() == ["configuration_error"]
+    [(exc, events)] = errors.errors
+    assert getattr(exc, "status", "?") is None and [e["event"] for e in events] == ["e"]
+    assert "oauth_client_key" in str(exc.__cause__) and bad_key not in str(exc.__cause__)
+    assert token_server.forms == [] and api.request_count() == 0
+    assert bad_key not in caplog.text

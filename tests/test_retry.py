@@ -13,7 +13,11 @@ import pytest
 
 from segment.analytics import Client
 from segment.analytics.retry import (
+    Drop,
+    NoAuth,
     RetryPolicy,
+    RetryState,
+    Wait,
     backoff_delay,
     classify_network_error,
     classify_status,
@@ -138,6 +142,24 @@ def test_511_is_retried_only_with_oauth() -> None:
 def test_oauth_changes_nothing_but_511() -> None:
     changed = [s for s in range(-1, 1001) if classify_status(s, False) != classify_status(s, True)]
     assert changed == [511]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "step"),
+    [
+        (NoAuth(None, 0.0), "wait"),  # no answer from the token endpoint: it may come back
+        (NoAuth(429, 0.0), "wait"),
+        (NoAuth(408, 0.0), "wait"),
+        (NoAuth(500, 0.0), "wait"),
+        (NoAuth(400, 0.0), "configuration_error"),
+        (NoAuth(401, 0.0), "configuration_error"),
+        (NoAuth(None, 0.0, unusable=True), "configuration_error"),  # e.g. a key that cannot sign
+        (NoAuth(500, 0.0, unusable=True), "configuration_error"),
+    ],
+)
+def test_no_authorization_is_retried_unless_the_credentials_cannot_work(outcome: NoAuth, step: str) -> None:
+    result = RetryPolicy(oauth=True).next_step(RetryState(requests=1), outcome, 0.0)
+    assert (result.reason if isinstance(result, Drop) else "wait" if isinstance(result, Wait) else result) == step
 
 
 @pytest.mark.parametrize("kind", ["refused", "reset", "timeout", "dns", "tls", "other"])

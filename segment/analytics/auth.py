@@ -17,12 +17,14 @@ __all__ = ["Auth", "AuthUnavailable", "BasicAuth", "basic_value"]
 class AuthUnavailable(Exception):
     """No Authorization header could be had (e.g. the OAuth token endpoint failed).
 
-    ``status`` is the token endpoint's HTTP status, or ``None`` when it gave no answer.
+    ``status`` is the token endpoint's HTTP status, or ``None`` when it gave no answer. ``final`` is
+    ``True`` when trying again cannot help (the client assertion could not be signed with the key).
     """
 
-    def __init__(self, message: str, status: Optional[int] = None) -> None:
+    def __init__(self, message: str, status: Optional[int] = None, final: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.final = final
 
 
 class Auth(Protocol):

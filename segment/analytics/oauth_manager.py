@@ -82,12 +82,17 @@ class OauthManager:
         return token.decode() if isinstance(token, bytes) else str(token)
 
     def _fetch(self) -> tuple[str, float]:
+        try:
+            assertion = self._assertion()
+        except Exception as exc:  # PyJWT and cryptography refuse an unusable key in several ways
+            message = f"could not sign the OAuth client assertion with oauth_client_key ({type(exc).__name__})"
+            raise OAuthError(message, final=True) from exc
         response = self._session.post(
             f"{self.auth_server}/token",
             data={
                 "grant_type": "client_credentials",
                 "client_assertion_type": _ASSERTION_TYPE,
-                "client_assertion": self._assertion(),
+                "client_assertion": assertion,
                 "scope": self.scope,
             },
             timeout=self.timeout,

@@ -21,6 +21,7 @@ from typing import Callable, Optional, Protocol
 
 from segment.analytics import wire
 from segment.analytics.auth import Auth, BasicAuth
+from segment.analytics.compat import DatetimeSerializer, post
 from segment.analytics.errors import APIError, DeliveryError
 from segment.analytics.logs import redact
 from segment.analytics.ratelimit import RateLimitGate
@@ -42,7 +43,7 @@ from segment.analytics.retry import (
 )
 from segment.analytics.transport import NetworkError, Poster, Response
 
-__all__ = ["APIError", "BatchResult", "BatchSender", "RateLimitGate", "Settled"]
+__all__ = ["APIError", "BatchResult", "BatchSender", "DatetimeSerializer", "RateLimitGate", "Settled", "post"]
 
 log = logging.getLogger("segment")
 
@@ -196,7 +197,8 @@ class BatchSender:
             status = getattr(exc, "status", None)
             batch.cause = exc
             log.debug("no Authorization header: %s", exc)
-            return NoAuth(status if isinstance(status, int) else None, self.clock())
+            unusable = getattr(exc, "final", False) is True
+            return NoAuth(status if isinstance(status, int) else None, self.clock(), unusable)
         headers = wire.headers(authorization, self.gzip, batch.state.requests)
         body = self.envelope.body(group, self.wall_clock())
         if log.isEnabledFor(logging.DEBUG):

@@ -222,15 +222,20 @@ class NoAnswer:
 
 @dataclass(frozen=True)
 class NoAuth:
-    """No Authorization header could be had; ``status`` is the token endpoint's answer, if any."""
+    """No Authorization header could be had; ``status`` is the token endpoint's answer, if any.
+
+    ``unusable`` says the credentials cannot work whatever the endpoint does (a key that cannot sign).
+    """
 
     status: Optional[int]
     at: float
+    unusable: bool = False
 
     @property
     def final(self) -> bool:
-        """A 4xx other than 408/429 from the token endpoint: the credentials are wrong, retrying won't help."""
-        return self.status is not None and 400 <= self.status <= 499 and self.status not in (408, 429)
+        """Retrying won't help: unusable credentials, or a 4xx other than 408/429 from the token endpoint."""
+        rejected = self.status is not None and 400 <= self.status <= 499 and self.status not in (408, 429)
+        return self.unusable or rejected
 
 
 Outcome = Union[Answered, NoAnswer, NoAuth]
@@ -333,6 +338,8 @@ class RetryPolicy:
             if classify_network_error(outcome.kind).action == DROP:
                 return Drop(DropReason.CONFIGURATION_ERROR, "cannot send to the configured host", state)
         elif outcome.final:
+            if outcome.status is None:
+                return Drop(DropReason.CONFIGURATION_ERROR, "the OAuth credentials cannot be used", state)
             return Drop(DropReason.CONFIGURATION_ERROR, f"the OAuth token endpoint answered {outcome.status}", state)
         first_failure = outcome.at if state.first_failure is None else state.first_failure
         state = replace(state, first_failure=first_failure)
