@@ -163,10 +163,14 @@ class SpoolStore:
             self.recovered += opened.salvaged
             self.adoptions += 1
 
-    def _use(self) -> sqlite3.Connection:
-        """The connection for this process, opening a new owner after a fork; call with the lock held."""
+    def _locked(self) -> threading.Lock:
+        """The store's lock; in a forked child, first a fresh one (the parent's may have been held at fork)."""
         if self._pid != os.getpid():
-            self._forget_inherited()
+            self.after_fork_in_child()
+        return self._lock
+
+    def _use(self) -> sqlite3.Connection:
+        """The connection for this process (opening a new owner after a fork); call with the lock held."""
         if self._closed:
             raise SpoolUnavailable("closed", f"spool {self.path!r} is closed")
         if self._conn is None:
@@ -208,15 +212,19 @@ class SpoolStore:
         self._pid = os.getpid()
 
     def after_fork_in_child(self) -> None:
-        """In a forked child: abandon the parent's connection and lock (untouched); become an owner lazily."""
+        """In a forked child: abandon the parent's connection and lock (untouched); become an owner lazily.
+
+        Idempotent, and a no-op in the process that opened the store. Every method also
+        runs it by itself when it notices a new pid, so calling it is optional but early.
+        """
+        if self._pid == os.getpid():
+            return
         self._lock = threading.Lock()
         self._forget_inherited()
 
     def close(self) -> None:
         """Close the store; the rows it still holds are adopted by a peer or by the next store opened here."""
-        with self._lock:
-            if self._pid != os.getpid():
-                self._forget_inherited()
+        with self._locked():
             self._shut()
 
     @property
@@ -231,7 +239,7 @@ class SpoolStore:
         if not items:
             return []
         created = int(self._clock())
-        with self._lock:
+        with self._locked():
             return list(self._call("appending", self._append, items, created))
 
     def _append(self, items: Sequence[bytes], created: int) -> range:
@@ -250,7 +258,7 @@ class SpoolStore:
         At least one row is returned when any is there, whatever its size. Undecodable
         rows are returned in ``corrupt`` (the caller reports and deletes them); nothing is written.
         """
-        with self._lock:
+        with self._locked():
             return self._call("reading", self._read, after_id, max_count, max_bytes)  # type: ignore[no-any-return]
 
     def _read(self, after_id: int, max_count: int, max_bytes: int) -> ReadResult:
@@ -283,7 +291,7 @@ class SpoolStore:
         keys = [(self._owner_id, i) for i in ids]
         if not keys:
             return 0
-        with self._lock:
+        with self._locked():
             return self._call("deleting", self._delete, keys)  # type: ignore[no-any-return]
 
     def _delete(self, keys: list[tuple[int, int]]) -> int:
@@ -296,7 +304,7 @@ class SpoolStore:
 
     def count(self) -> int:
         """How many rows this owner holds now."""
-        with self._lock:
+        with self._locked():
             return self._call("counting", self._count)  # type: ignore[no-any-return]
 
     def _count(self) -> int:
@@ -311,7 +319,7 @@ class SpoolStore:
 
     def adopt(self) -> int:
         """Reassign to this owner, in one transaction, the rows of every dead owner; return how many."""
-        with self._lock:
+        with self._locked():
             adopted: int = self._call("adopting", self._adopt)
         return adopted
 
@@ -331,7 +339,7 @@ class SpoolStore:
         already deleted, for the caller to report (``storage_expired`` / ``storage_full``).
         """
         when = self._clock() if now is None else now
-        with self._lock:
+        with self._locked():
             return self._call("enforcing limits", self._enforce, when, keep)  # type: ignore[no-any-return]
 
     def _enforce(self, when: float, keep: Collection[int]) -> list[Dropped]:

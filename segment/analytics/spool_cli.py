@@ -90,6 +90,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``spool export``."""
+    if not os.path.isdir(args.path):
+        print(f"error: no spool at {args.path!r} (not a directory)", file=sys.stderr)
+        return 1
     out = sys.stdout.buffer
     skipped: list[int] = []
     exported = 0

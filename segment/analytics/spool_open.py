@@ -124,37 +124,61 @@ def _prune_set_aside(directory: str) -> None:
 def salvage(aside: str, conn: sqlite3.Connection, owner_id: int) -> int:
     """Copy every readable row of a set-aside store into ``conn`` as ``owner_id``'s; return how many.
 
-    Rows are read by id from both ends until the damage stops each scan; ids and
-    append times are kept. What lies between is lost (and was reported in the log).
+    Rows are read one by one by id, from the oldest up and from the newest down, each
+    scan stopping at the damage; ids and append times are kept. What lies between is
+    lost (the log says how many rows were saved). Rows whose bytes came out garbled are
+    caught later by ``read`` as corrupt.
     """
-    found: dict[int, tuple[int, int, bytes]] = {}
     try:
         source = sqlite3.connect(f"file:{quote(aside)}?mode=ro", uri=True, isolation_level=None)
+        source.execute("PRAGMA writable_schema=ON")  # tolerate a file shorter than its header says
     except sqlite3.Error:
         return 0
+    saved = 0
     try:
-        for order, op in (("ASC", ">"), ("DESC", "<")):
-            last = 0 if order == "ASC" else (1 << 62)
-            while True:
-                try:
-                    rows = source.execute(
-                        f"SELECT id, created, data FROM events WHERE id {op} ? ORDER BY id {order} LIMIT ?",
-                        (last, _SALVAGE_CHUNK),
-                    ).fetchall()
-                except sqlite3.Error:
-                    break
-                if not rows or rows[0][0] in found:
-                    break
-                for row_id, created, data in rows:
-                    found[int(row_id)] = (int(row_id), int(created), bytes(data))
-                last = rows[-1][0]
+        lowest_saved = 0
+        for query, args in (
+            ("SELECT id, created, data FROM events WHERE id > ? ORDER BY id", (0,)),
+            ("SELECT id, created, data FROM events WHERE id > ? ORDER BY id DESC", (0,)),
+        ):
+            chunk: list[tuple[int, int, bytes]] = []
+            try:
+                for row_id, created, data in source.execute(query, args):
+                    if query.endswith("DESC") and row_id <= lowest_saved:
+                        break
+                    chunk.append((int(row_id), _as_int(created), _as_bytes(data)))
+                    if len(chunk) >= _SALVAGE_CHUNK:
+                        saved += _insert(conn, owner_id, chunk)
+                        lowest_saved = max(lowest_saved, chunk[-1][0])
+                        chunk = []
+            except sqlite3.Error:
+                pass
+            saved += _insert(conn, owner_id, chunk)
+            if chunk and not query.endswith("DESC"):
+                lowest_saved = max(lowest_saved, chunk[-1][0])
     finally:
         source.close()
-    if found:
-        with transaction(conn):
-            conn.executemany(
-                "INSERT OR IGNORE INTO events(id, owner, created, data) VALUES (?, ?, ?, ?)",
-                [(i, owner_id, c, d) for i, c, d in sorted(found.values())],
-            )
-    log.warning("spool: salvaged %d events from the damaged database %r", len(found), aside)
-    return len(found)
+    log.warning("spool: salvaged %d events from the damaged database %r", saved, aside)
+    return saved
+
+
+def _insert(conn: sqlite3.Connection, owner_id: int, rows: list[tuple[int, int, bytes]]) -> int:
+    if not rows:
+        return 0
+    before = conn.total_changes
+    with transaction(conn):
+        conn.executemany(
+            "INSERT OR IGNORE INTO events(id, owner, created, data) VALUES (?, ?, ?, ?)",
+            [(i, owner_id, c, d) for i, c, d in rows],
+        )
+    return conn.total_changes - before
+
+
+def _as_int(value: object) -> int:
+    return value if isinstance(value, int) else int(time.time())
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogatepass")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Optional
 
 from .spool import ReadResult, SpoolStore
-from .spool_db import Dropped
+from .spool_db import Dropped, Row
 
 
 class SpoolReader:
@@ -41,21 +41,38 @@ class SpoolReader:
     def next_batch(self, max_count: int, max_bytes: int) -> ReadResult:
         """The oldest rows not in flight (at most ``max_count`` rows / ``max_bytes``), now marked in flight.
 
-        ``corrupt`` rows are marked in flight too: report them, then pass their ids to :meth:`done`.
+        At least one row when any is available, whatever its size. ``corrupt`` rows are
+        marked in flight too: report them, then pass their ids to :meth:`done`.
         """
         with self._lock:
             if self.store.adoptions != self._seen_adoptions:
                 self._seen_adoptions = self.store.adoptions
                 self._after = 0
-            while True:
-                result = self.store.read(self._after, max_count, max_bytes)
-                self._after = max(self._after, result.last_id)
-                rows = [row for row in result.rows if row.id not in self._in_flight]
-                corrupt = [row for row in result.corrupt if row.id not in self._in_flight]
-                if rows or corrupt or not (result.rows or result.corrupt):
-                    self._in_flight.update(row.id for row in rows)
-                    self._in_flight.update(row.id for row in corrupt)
-                    return ReadResult(rows, corrupt, self._after)
+            rows: list[Row] = []
+            corrupt: list[Row] = []
+            size = 0
+            while len(rows) + len(corrupt) < max_count:
+                result = self.store.read(self._after, max_count - len(rows) - len(corrupt), max(1, max_bytes - size))
+                found = sorted(result.rows + result.corrupt)
+                if not found:
+                    break
+                bad = {row.id for row in result.corrupt}
+                for row in found:
+                    if row.id not in self._in_flight:
+                        if row.id in bad:
+                            corrupt.append(row)
+                        elif rows and size + len(row.data) > max_bytes:
+                            found = []
+                            break
+                        else:
+                            rows.append(row)
+                            size += len(row.data)
+                    self._after = row.id
+                if not found:
+                    break
+            self._in_flight.update(row.id for row in rows)
+            self._in_flight.update(row.id for row in corrupt)
+            return ReadResult(rows, corrupt, self._after)
 
     def done(self, ids: Iterable[int]) -> int:
         """Delete rows that were delivered or reported; return how many were deleted."""
