@@ -46,23 +46,38 @@ def appender(path: str, tag: str) -> None:
         n += size
 
 
-def sharer(path: str, tag: str, stop: str) -> None:
+def burst(path: str, tag: str, count: str) -> None:
+    """Open (maybe creating) the spool at the same moment as others, append, exit without closing."""
+    store = SpoolStore(path)
+    ids = store.append([event(tag, i) for i in range(int(count))])
+    say(json.dumps({"ids": ids}))
+
+
+def sharer(path: str, tag: str, stop: str, drain: str) -> None:
     """Append, adopt, read own rows and delete them (as delivered) until ``stop`` exists.
 
-    Prints ``A id...`` after each commit and ``R <time> id...`` for each batch read.
+    Reads fewer rows than it appends, so a backlog builds up; once ``drain`` exists it
+    only adopts and reads, and prints ``DRAINED`` when it has nothing left. Prints
+    ``A id...`` after each commit and ``R <time> id...`` for each batch read.
     """
     reader = SpoolReader(SpoolStore(path))
     say("READY")
     n = 0
+    drained = False
     while not os.path.exists(stop):
-        ids = reader.append([event(tag, i) for i in range(n, n + 5)], hold=False)
-        n += 5
-        say("A", *ids)
+        draining = os.path.exists(drain)
+        if not draining:
+            ids = reader.append([event(tag, i) for i in range(n, n + 5)], hold=False)
+            n += 5
+            say("A", *ids)
         reader.adopt()
-        batch = reader.next_batch(3, 1 << 20)  # fewer than appended: a backlog builds up
+        batch = reader.next_batch(3, 1 << 20)
         if batch.rows:
             say("R", repr(time.time()), *(row.id for row in batch.rows))
             reader.done(row.id for row in batch.rows)
+        elif draining and not drained:
+            drained = True
+            say("DRAINED")
         time.sleep(0.005)
     say("DONE")
 
@@ -126,11 +141,10 @@ def fork_and_hang(path: str) -> None:
     """Write rows, fork a child that never touches the spool and sleeps, then wait to be killed."""
     store = SpoolStore(path)
     store.append([event("hang", i) for i in range(7)])
-    pid = os.fork()
-    if pid == 0:
+    if os.fork() == 0:
+        say("CHILD", os.getpid())  # the fork hooks have run once fork() returns here
         time.sleep(30)
         os._exit(0)
-    say("CHILD", pid)
     time.sleep(60)
 
 
@@ -215,6 +229,7 @@ if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     {
         "appender": appender,
+        "burst": burst,
         "sharer": sharer,
         "fork": forker,
         "fork_and_hang": fork_and_hang,

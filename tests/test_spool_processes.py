@@ -128,12 +128,23 @@ def test_kill_9_at_random_moments_loses_no_committed_row_and_duplicates_none(
             assert extra == list(range(n, n + size))
 
 
+def test_processes_creating_one_spool_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "spool"
+    workers = [start("burst", str(path), f"b{i}", "50") for i in range(4)]
+    outputs = [w.communicate(timeout=30) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0, 0], [err for _, err in outputs]
+    ids = [json.loads(out)["ids"] for out, _ in outputs]
+    assert len(set().union(*ids)) == 200
+    rows = all_rows(path)
+    assert sorted(row_id for row_id, _ in rows) == sorted(set().union(*ids))
+
+
 def test_four_processes_share_a_path_and_a_killed_ones_rows_are_adopted_by_exactly_one(
     tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
-    path, stop = tmp_path / "spool", tmp_path / "stop"
-    SpoolStore(path).close()  # create it once, so the four do not race to build the schema
-    workers = [start("sharer", str(path), f"s{i}", str(stop)) for i in range(4)]
+    path, stop, drain = tmp_path / "spool", tmp_path / "stop", tmp_path / "drain"
+    SpoolStore(path).close()  # create it once (test_processes_creating_one_spool... covers the race)
+    workers = [start("sharer", str(path), f"s{i}", str(stop), str(drain)) for i in range(4)]
     procs.extend(workers)
     outs = [Lines(w) for w in workers]
     for out in outs:
@@ -142,13 +153,13 @@ def test_four_processes_share_a_path_and_a_killed_ones_rows_are_adopted_by_exact
     killed_at = time.time()
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
-    deadline = time.monotonic() + 30  # the promise: adopted within 30 s (here: the next loop of a peer)
+    deadline = time.monotonic() + 30  # the promise: adopted within 30 s (here: a peer's next loop)
     while any(not o.alive and o.events for o in read_status(path).owners):
         assert time.monotonic() < deadline, "the dead owner's rows were not adopted"
         time.sleep(0.05)
-    for out in outs[1:]:  # let the survivors read for a while after the adoption
-        seen = len(out.lines)
-        out.wait_for(lambda ls, seen=seen: len(ls) >= seen + 6)
+    drain.touch()
+    for out in outs[1:]:
+        out.wait_for(lambda ls: "DRAINED" in ls, timeout=30)
     stop.touch()
     for worker, out in zip(workers[1:], outs[1:]):
         assert worker.wait(15) == 0
@@ -170,20 +181,20 @@ def test_four_processes_share_a_path_and_a_killed_ones_rows_are_adopted_by_exact
         return appended, read
 
     parsed = [parse(out) for out in outs]
-    survivors = parsed[1:]
-    for i, (_, read_i) in enumerate(survivors):
-        for _, read_j in survivors[i + 1 :]:
-            assert not set(read_i) & set(read_j), "a row was read by two live owners"
     victim_appended, victim_read = parsed[0]
-    for _, read in survivors:
+    survivors_read = [read for _, read in parsed[1:]]
+    for i, read_i in enumerate(survivors_read):
+        for read_j in survivors_read[i + 1 :]:
+            assert not set(read_i) & set(read_j), "a row was read by two live owners"
+    for read in survivors_read:
         for row_id in set(read) & set(victim_read):
             assert read[row_id] >= killed_at, "a survivor read the victim's row while the victim lived"
-    adopted_and_read = set().union(*(set(read) for _, read in survivors)) & victim_appended
-    assert adopted_and_read, "no survivor took over the victim's rows"
-    left = {row_id for row_id, _ in all_rows(path)}
+    backlog = victim_appended - set(victim_read)
+    assert backlog, "the victim left nothing to adopt (it reads less than it appends: impossible)"
+    assert backlog <= set().union(*survivors_read), "an adopted row was never read"
+    assert all_rows(path) == []  # everything was read and deleted
     everything = set().union(*(appended for appended, _ in parsed))
-    ever_read = set().union(*(set(read) for _, read in parsed))
-    assert everything <= ever_read | left, "a row vanished"
+    assert everything <= set().union(*(set(read) for _, read in parsed)), "a row vanished"
 
 
 @pytest.mark.parametrize("explicit", ["explicit", "automatic"])

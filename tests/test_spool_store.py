@@ -123,6 +123,7 @@ def test_a_live_owner_keeps_its_rows_and_a_dead_ones_are_adopted_in_one_step(spo
     a_ids = a.append([event(i) for i in range(5)])
     b.append([event(i) for i in range(100, 103)])
     assert b.adopt() == 0 and a.adopt() == 0
+    assert b.delete(a_ids) == 0  # an owner deletes only its own rows
     assert [r.id for r in b.read(0, 100, 10**6).rows] != a_ids
     assert all(r.id not in a_ids for r in b.read(0, 100, 10**6).rows)
     a.close()  # as good as dead: its lock is released
@@ -161,11 +162,23 @@ def test_undecodable_rows_are_returned_apart_with_their_bytes(spool: Path) -> No
     assert [r.data for r in result.rows] == [event(1), event(2)]
     assert [r.data for r in result.corrupt] == bad_values
     assert result.rows[0].id == good[0]
+    outside = sqlite3.connect(str(spool / "spool.db"))  # rows as a damaged or foreign writer may leave them
+    owner = outside.execute("SELECT id FROM owners WHERE key = ?", (store.owner_key,)).fetchone()[0]
+    outside.execute("INSERT INTO events(owner, created, data) VALUES (?, 'soon', ?)", (owner, event(3)))
+    outside.execute("INSERT INTO events(owner, created, data) VALUES (?, 1, 42)", (owner,))
+    outside.execute("INSERT INTO events(owner, created, data) VALUES (?, 1, ?)", (owner, event(4).decode()))
+    outside.commit()
+    outside.close()
+    result = store.read(0, 100, 10**6)
+    assert [r.data for r in result.rows] == [event(1), event(2), event(4)]  # text holding a JSON object is fine
+    assert [r.data for r in result.corrupt] == [*bad_values, event(3), b"42"]  # a bad append time is damage too
     reader = SpoolReader(store)
     batch = reader.next_batch(100, 10**6)
-    assert len(batch.corrupt) == len(bad_values)
-    assert reader.done([r.id for r in batch.corrupt + batch.rows]) == len(bad_values) + 2
+    assert len(batch.corrupt) == len(bad_values) + 2
+    assert reader.done([r.id for r in batch.corrupt + batch.rows]) == len(bad_values) + 5
     assert store.count() == 0
+    with pytest.raises(TypeError):
+        store.append(["text, not bytes"])  # type: ignore[list-item]
     store.close()
 
 
@@ -406,3 +419,11 @@ def test_cli_status_and_export(spool: Path, capsys: pytest.CaptureFixture[str]) 
     (spool.parent / "plain").write_text("x")
     assert cli.main(["spool", "export", str(spool.parent / "plain")]) == 1
     store.close()
+    garbage = spool.parent / "garbage"
+    garbage.mkdir()
+    (garbage / "spool.db").write_bytes(b"\x00garbage" * 1000)
+    capsys.readouterr()
+    assert cli.main(["spool", "status", str(garbage)]) == 1
+    assert cli.main(["spool", "export", str(garbage)]) == 1
+    assert capsys.readouterr().err.count("corrupt") == 2
+    assert (garbage / "spool.db").read_bytes() == b"\x00garbage" * 1000  # read-only: left as it was

@@ -235,9 +235,14 @@ class SpoolStore:
     # -- the queue ----------------------------------------------------------------------------
 
     def append(self, items: Sequence[bytes]) -> list[int]:
-        """Store ``items`` (encoded events) in one transaction; return their ids, in order."""
+        """Store ``items`` (encoded events) in one transaction; return their ids, in order.
+
+        Raises ``TypeError`` (a programming error) if an item is not bytes-like.
+        """
         if not items:
             return []
+        if not all(isinstance(item, (bytes, bytearray, memoryview)) for item in items):
+            raise TypeError("SpoolStore.append takes encoded events (bytes)")
         created = int(self._clock())
         with self._locked():
             return list(self._call("appending", self._append, items, created))
@@ -247,7 +252,7 @@ class SpoolStore:
         owner = self._owner_id
         with spool_db.transaction(conn):
             conn.executemany(
-                "INSERT INTO events(owner, created, data) VALUES (?, ?, ?)", [(owner, created, d) for d in items]
+                "INSERT INTO events(owner, created, data) VALUES (?, ?, ?)", [(owner, created, bytes(d)) for d in items]
             )
             last = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
         return range(last - len(items) + 1, last + 1)
@@ -271,12 +276,12 @@ class SpoolStore:
             (self._owner_id, after_id, max(1, max_count)),
         )
         try:
-            for row_id, created, data in cur:
-                data = bytes(data) if not isinstance(data, bytes) else data
+            for row_id, created, value in cur:
+                data = spool_db.as_bytes(value)
                 if rows and size + len(data) > max_bytes:
                     break
-                row = Row(row_id, created, data)
-                if _decodes(data):
+                row = Row(row_id, created if isinstance(created, int) else 0, data)
+                if isinstance(created, int) and _decodes(data):
                     rows.append(row)
                     size += len(data)
                 else:
@@ -288,18 +293,17 @@ class SpoolStore:
 
     def delete(self, ids: Iterable[int]) -> int:
         """Delete this owner's rows ``ids`` (delivered or reported) in one transaction; return how many."""
-        keys = [(self._owner_id, i) for i in ids]
-        if not keys:
+        wanted = list(ids)
+        if not wanted:
             return 0
         with self._locked():
-            return self._call("deleting", self._delete, keys)  # type: ignore[no-any-return]
+            return self._call("deleting", self._delete, wanted)  # type: ignore[no-any-return]
 
-    def _delete(self, keys: list[tuple[int, int]]) -> int:
+    def _delete(self, ids: list[int]) -> int:
         conn = self._use()
-        keys = [(self._owner_id, i) for _, i in keys]  # the owner id may have changed after a fork
         before = conn.total_changes
         with spool_db.transaction(conn):
-            conn.executemany("DELETE FROM events WHERE owner = ? AND id = ?", keys)
+            conn.executemany("DELETE FROM events WHERE owner = ? AND id = ?", [(self._owner_id, i) for i in ids])
         return conn.total_changes - before
 
     def count(self) -> int:

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 
+from .spool_owners import drop_short_lock, hold_short_lock
+
 log = logging.getLogger("segment")
 
 DB_NAME = "spool.db"
@@ -55,6 +57,9 @@ class Dropped(NamedTuple):
 
     reason: str
     row: Row
+
+
+_warned_modes: set[str] = set()
 
 
 class SpoolUnavailable(Exception):
@@ -103,6 +108,15 @@ def classify(exc: BaseException) -> str:
     return "io"
 
 
+def as_bytes(value: object) -> bytes:
+    """A stored value as bytes (a damaged or foreign row may hold text, a number or NULL)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return str(value if value is not None else "").encode("utf-8", "surrogatepass")
+
+
 def unavailable(exc: BaseException, path: str, doing: str) -> SpoolUnavailable:
     """A :class:`SpoolUnavailable` for ``exc`` raised while ``doing`` something with the spool at ``path``."""
     if isinstance(exc, SpoolUnavailable):
@@ -121,7 +135,8 @@ def prepare_directory(path: str) -> str:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.makedirs(os.path.join(directory, "owners"), mode=0o700, exist_ok=True)
     mode = os.stat(directory).st_mode
-    if mode & 0o077:
+    if mode & 0o077 and directory not in _warned_modes:
+        _warned_modes.add(directory)
         log.warning(
             "spool directory %r is accessible to other users (mode %o); events may hold personal data",
             directory,
@@ -134,6 +149,7 @@ def prepare_directory(path: str) -> str:
 def open_lock(directory: str, timeout: float = BUSY_TIMEOUT_MS / 1000) -> Iterator[None]:
     """Hold ``PATH/open.lock`` exclusively (opening, checking and setting aside happen one process at a time)."""
     fd = os.open(os.path.join(directory, OPEN_LOCK), os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    hold_short_lock(fd)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -146,6 +162,7 @@ def open_lock(directory: str, timeout: float = BUSY_TIMEOUT_MS / 1000) -> Iterat
                 time.sleep(0.01)
         yield
     finally:
+        drop_short_lock(fd)
         os.close(fd)
 
 

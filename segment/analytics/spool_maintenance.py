@@ -140,7 +140,7 @@ def _drop(
         if not chunk:
             break
         for row_id, created, data in chunk:
-            row = Row(row_id, created, bytes(data))
+            row = Row(row_id, created if isinstance(created, int) else 0, spool_db.as_bytes(data))
             if expired is not None and not expired(row):
                 chunk = []
                 break

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from .spool_db import (
     CORRUPT_PREFIX,
     DB_NAME,
+    as_bytes,
     classify,
     connect,
     header_ok,
@@ -146,7 +147,7 @@ def salvage(aside: str, conn: sqlite3.Connection, owner_id: int) -> int:
                 for row_id, created, data in source.execute(query, args):
                     if query.endswith("DESC") and row_id <= lowest_saved:
                         break
-                    chunk.append((int(row_id), _as_int(created), _as_bytes(data)))
+                    chunk.append((int(row_id), _as_int(created), as_bytes(data)))
                     if len(chunk) >= _SALVAGE_CHUNK:
                         saved += _insert(conn, owner_id, chunk)
                         lowest_saved = max(lowest_saved, chunk[-1][0])
@@ -176,9 +177,3 @@ def _insert(conn: sqlite3.Connection, owner_id: int, rows: list[tuple[int, int, 
 
 def _as_int(value: object) -> int:
     return value if isinstance(value, int) else int(time.time())
-
-
-def _as_bytes(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return str(value).encode("utf-8", "surrogatepass")

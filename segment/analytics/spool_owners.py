@@ -35,6 +35,7 @@ _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 60.0
 
 _live_locks: weakref.WeakSet[OwnerLock] = weakref.WeakSet()
+_short_locks: set[int] = set()  # descriptors holding a brief lock (open.lock) right now
 
 
 def _open_flags() -> int:
@@ -121,10 +122,26 @@ def _unlink_if_published(path: str, fd: int) -> None:
             pass
 
 
+def hold_short_lock(fd: int) -> None:
+    """Note that ``fd`` holds a brief lock, so that a fork meanwhile closes the child's copy."""
+    _short_locks.add(fd)
+
+
+def drop_short_lock(fd: int) -> None:
+    """``fd`` is about to be closed by its holder."""
+    _short_locks.discard(fd)
+
+
 def close_inherited() -> None:
     """Close, in a forked child, every lock descriptor inherited from the parent (an ``os.fork`` hook)."""
     for lock in list(_live_locks):
         lock.close_inherited()
+    for fd in list(_short_locks):  # another thread was opening a store when the fork happened
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _short_locks.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -90,7 +90,7 @@ def read_status(path: str, now: Optional[float] = None) -> SpoolStatus:
             counts = dict(conn.execute("SELECT owner, count(*) FROM events GROUP BY owner").fetchall())
             status.events = sum(counts.values())
             oldest = conn.execute("SELECT min(created) FROM events").fetchone()[0]
-            if oldest is not None:
+            if isinstance(oldest, (int, float)):
                 status.oldest_age = max(0.0, (time.time() if now is None else now) - oldest)
             for owner_id, key, pid, host, started in conn.execute(
                 "SELECT id, key, pid, host, started FROM owners ORDER BY id"
@@ -129,7 +129,7 @@ def iter_rows(path: str) -> Iterator[Row]:
             if not chunk:
                 return
             for row_id, created, data in chunk:
-                yield Row(row_id, created, bytes(data))
+                yield Row(row_id, created if isinstance(created, int) else 0, spool_db.as_bytes(data))
             last = chunk[-1][0]
     finally:
         conn.close()
