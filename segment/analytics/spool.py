@@ -14,21 +14,24 @@ Guarantees
   SIGKILL, the OOM killer): with ``synchronous="normal"`` (default) the commit
   is in the operating system's hands when ``append`` returns. After a power
   loss or an OS crash the store is still consistent, but commits made since
-  the last checkpoint (at most about ``max_bytes / 16``, capped near 4 MB, of
-  WAL) may be rolled back. ``synchronous="full"`` fsyncs the WAL on every
+  the last checkpoint may be rolled back: the WAL is synced at checkpoints,
+  which run every ``max_bytes / 16`` bytes of WAL, at most about 4 MB (some
+  thousands of events). ``synchronous="full"`` fsyncs the WAL on every
   commit (one fsync per group commit) so that only a failing disk can lose a
   committed row.
 * Rows belong to the owner (process) that appended them. A live owner never
   reads another live owner's rows. When an owner dies, however it dies, the
   kernel releases its lock file and the next ``adopt()`` of any process (or
-  the opening of a new store) reassigns its rows to itself in one
-  transaction, keeping their ids (so oldest-first order), append times and
-  bytes. See ``spool_owners`` for the liveness rule.
+  the opening of a new store) takes its rows over in one transaction that
+  does not rewrite them (it changes who holds their writer), so their ids
+  (oldest-first order), append times and bytes are kept and the cost does not
+  grow with their number. See ``spool_owners`` for the liveness rule.
 * ``read`` never writes; ``delete(ids)`` is one transaction. Delivery built on
   it is at-least-once: a row read and sent but not deleted before a crash is
   read again by its adopter.
 * Limits: ``max_bytes`` bounds the database, its WAL and its shared-memory
-  file together; ``max_age`` (seconds since append) expires rows. Both are
+  file together (free pages are given back to the filesystem: the database
+  uses incremental auto-vacuum); ``max_age`` (seconds since append) expires rows. Both are
   applied by :meth:`SpoolStore.enforce_limits`, which returns what it dropped.
   Rows whose bytes are not UTF-8 JSON objects come back from ``read`` in
   ``ReadResult.corrupt`` instead of ``rows``.
@@ -36,7 +39,8 @@ Guarantees
   a path that is a file, no space, a damaged file, a lock held too long)
   raises :class:`SpoolUnavailable` and closes the store (its lock is released,
   so what it holds is adopted by a peer or the next start). Nothing else is
-  raised except ``ValueError`` for bad arguments to the constructor.
+  raised except for programming errors: ``ValueError`` for bad limits given to
+  the constructor, ``TypeError`` for an item that is not bytes.
 * A damaged database (not SQLite, truncated, failing SQLite's quick check) is
   detected when a store opens with no other live owner on the directory: it
   is renamed ``corrupt-<time>-<rand>.db`` (the newest two are kept; they do not
@@ -63,13 +67,12 @@ bookkeeping over ``read``.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 from . import spool_db, spool_open, spool_owners
 from .spool_db import STORAGE_CORRUPT, STORAGE_EXPIRED, STORAGE_FULL, Dropped, Row, SpoolUnavailable
@@ -102,23 +105,12 @@ class ReadResult(NamedTuple):
     last_id: int
 
 
-def _decodes(data: bytes) -> bool:
-    try:
-        return isinstance(json.loads(data.decode("utf-8"), parse_constant=_reject), dict)
-    except (ValueError, RecursionError):
-        return False
-
-
-def _reject(name: str) -> Any:
-    raise ValueError(name)
-
-
 class SpoolStore:
     """This process's handle on a spool directory (see the module docstring for the guarantees)."""
 
     def __init__(
         self,
-        path: str,
+        path: Union[str, os.PathLike[str]],
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_age: float = DEFAULT_MAX_AGE,
@@ -127,6 +119,7 @@ class SpoolStore:
     ) -> None:
         """Open (creating if needed) the spool at ``path``, become an owner and adopt dead owners' rows.
 
+        What opening adopted (or salvaged from a damaged file) is counted in :attr:`recovered`.
         Raises :class:`SpoolUnavailable` when the spool cannot be used and ``ValueError`` for bad limits.
         """
         if not isinstance(max_bytes, int) or max_bytes < MIN_MAX_BYTES:
@@ -271,24 +264,18 @@ class SpoolStore:
         rows: list[Row] = []
         corrupt: list[Row] = []
         last, size = after_id, 0
-        cur = conn.execute(
-            "SELECT id, created, data FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?",
-            (self._owner_id, after_id, max(1, max_count)),
-        )
-        try:
-            for row_id, created, value in cur:
-                data = spool_db.as_bytes(value)
-                if rows and size + len(data) > max_bytes:
-                    break
-                row = Row(row_id, created if isinstance(created, int) else 0, data)
-                if isinstance(created, int) and _decodes(data):
-                    rows.append(row)
-                    size += len(data)
-                else:
-                    corrupt.append(row)
-                last = row_id
-        finally:
-            cur.close()
+        slots = spool_db.held_slots(conn, self._owner_id)
+        for row_id, created, value in spool_db.oldest_rows(conn, slots, after_id, max(1, max_count)):
+            data = spool_db.as_bytes(value)
+            if rows and size + len(data) > max_bytes:
+                break
+            row = Row(row_id, created if isinstance(created, int) else 0, data)
+            if isinstance(created, int) and spool_db.decodes(data):
+                rows.append(row)
+                size += len(data)
+            else:
+                corrupt.append(row)
+            last = row_id
         return ReadResult(rows, corrupt, last)
 
     def delete(self, ids: Iterable[int]) -> int:
@@ -303,7 +290,9 @@ class SpoolStore:
         conn = self._use()
         before = conn.total_changes
         with spool_db.transaction(conn):
-            conn.executemany("DELETE FROM events WHERE owner = ? AND id = ?", [(self._owner_id, i) for i in ids])
+            slots = spool_db.held_slots(conn, self._owner_id)
+            marks = ",".join("?" * len(slots))
+            conn.executemany(f"DELETE FROM events WHERE id = ? AND owner IN ({marks})", [(i, *slots) for i in ids])
         return conn.total_changes - before
 
     def count(self) -> int:
@@ -313,7 +302,9 @@ class SpoolStore:
 
     def _count(self) -> int:
         conn = self._use()
-        return int(conn.execute("SELECT count(*) FROM events WHERE owner = ?", (self._owner_id,)).fetchone()[0])
+        slots = spool_db.held_slots(conn, self._owner_id)
+        marks = ",".join("?" * len(slots))
+        return int(conn.execute(f"SELECT count(*) FROM events WHERE owner IN ({marks})", slots).fetchone()[0])
 
     def disk_bytes(self) -> int:
         """Bytes the spool holds on disk now (database, WAL and shared memory, every owner's rows)."""
@@ -322,7 +313,7 @@ class SpoolStore:
     # -- adoption and limits ------------------------------------------------------------------
 
     def adopt(self) -> int:
-        """Reassign to this owner, in one transaction, the rows of every dead owner; return how many."""
+        """Take over, in one transaction, the rows of every dead owner; return how many."""
         with self._locked():
             adopted: int = self._call("adopting", self._adopt)
         return adopted

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from .spool import SpoolUnavailable
+from .spool_db import decodes
 from .spool_view import SpoolStatus, iter_rows, read_status
 
 
@@ -98,10 +99,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     exported = 0
     try:
         for row in iter_rows(args.path):
-            try:
-                if not isinstance(json.loads(row.data.decode("utf-8")), dict):
-                    raise ValueError("not a JSON object")
-            except (ValueError, RecursionError):
+            if not decodes(row.data):
                 skipped.append(row.id)
                 continue
             # Compact JSON holds no raw line break; one outside a string is whitespace, so this is safe.

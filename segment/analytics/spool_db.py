@@ -8,15 +8,21 @@ Layout of a spool directory (the library owns everything in it)::
     PATH/corrupt-*.db        damaged stores set aside (the newest two are kept)
 
 Schema: ``events(id INTEGER PRIMARY KEY AUTOINCREMENT, owner, created, data BLOB)``
-with an index on ``owner``; ``owners(id, key, pid, host, started)``. Ids are
-never reused (AUTOINCREMENT), so id order is append order across all
-processes, and an in-memory "everything up to id N is handed out" stays true.
+with an index on ``owner``; ``owners(id, key, pid, host, started, holder)``.
+``events.owner`` is the writer and never changes; ``owners.holder`` is the live
+owner responsible for that writer's rows (the writer itself while it lives), so
+adopting a dead owner's rows is one small update of ``owners``, whatever their
+number. Ids are never reused (AUTOINCREMENT), so id order is append order across
+all processes, and an in-memory "everything up to id N is handed out" stays true.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import heapq
+import itertools
+import json
 import logging
 import os
 import socket
@@ -24,7 +30,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .spool_owners import drop_short_lock, hold_short_lock
 
@@ -115,6 +121,18 @@ def as_bytes(value: object) -> bytes:
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     return str(value if value is not None else "").encode("utf-8", "surrogatepass")
+
+
+def decodes(data: bytes) -> bool:
+    """True when ``data`` is a UTF-8 JSON object (strict: no NaN or Infinity), as every spooled event is."""
+    try:
+        return isinstance(json.loads(data.decode("utf-8"), parse_constant=_reject), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _reject(name: str) -> object:
+    raise ValueError(name)
 
 
 def unavailable(exc: BaseException, path: str, doing: str) -> SpoolUnavailable:
@@ -225,7 +243,7 @@ def _ensure_schema(conn: sqlite3.Connection, db_path: str) -> None:
             conn.execute("CREATE INDEX events_owner ON events(owner)")
             conn.execute(
                 "CREATE TABLE owners(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT UNIQUE NOT NULL,"
-                " pid INTEGER NOT NULL, host TEXT NOT NULL, started INTEGER NOT NULL)"
+                " pid INTEGER NOT NULL, host TEXT NOT NULL, started INTEGER NOT NULL, holder INTEGER)"
             )
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -252,9 +270,31 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def register_owner(conn: sqlite3.Connection, key: str) -> int:
-    """Insert this process's row in ``owners``; return its small integer id."""
-    cur = conn.execute(
-        "INSERT INTO owners(key, pid, host, started) VALUES (?, ?, ?, ?)",
-        (key, os.getpid(), socket.gethostname(), int(time.time())),
-    )
-    return int(cur.lastrowid or 0)
+    """Insert this process's row in ``owners``, holding itself; return its small integer id."""
+    with transaction(conn):
+        cur = conn.execute(
+            "INSERT INTO owners(key, pid, host, started) VALUES (?, ?, ?, ?)",
+            (key, os.getpid(), socket.gethostname(), int(time.time())),
+        )
+        owner_id = int(cur.lastrowid or 0)
+        conn.execute("UPDATE owners SET holder = id WHERE id = ?", (owner_id,))
+    return owner_id
+
+
+def held_slots(conn: sqlite3.Connection, owner_id: int) -> list[int]:
+    """The writers whose rows ``owner_id`` is responsible for: itself, and the dead writers it adopted."""
+    return [row[0] for row in conn.execute("SELECT id FROM owners WHERE holder = ? ORDER BY id", (owner_id,))]
+
+
+_OLDEST = "SELECT id, created, data FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?"
+
+
+def oldest_rows(conn: sqlite3.Connection, slots: list[int], after_id: int, limit: int) -> list[tuple[Any, ...]]:
+    """Rows ``(id, created, data)`` of the writers ``slots`` with ``id > after_id``, oldest first, at most ``limit``.
+
+    One index range scan per writer, merged: the cost does not depend on other owners' rows.
+    """
+    if len(slots) == 1:
+        return conn.execute(_OLDEST, (slots[0], after_id, limit)).fetchall()
+    runs = [conn.execute(_OLDEST, (slot, after_id, limit)).fetchall() for slot in slots]
+    return list(itertools.islice(heapq.merge(*runs), limit))

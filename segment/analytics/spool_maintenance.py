@@ -20,53 +20,87 @@ log = logging.getLogger("segment")
 MAX_DROPS_PER_CALL = 10_000
 _CHUNK = 500
 _RECLAIM_BUSY_MS = 50
+_ANY = "SELECT 1 FROM events WHERE owner = ? LIMIT 1"
 
 
 def adopt_dead_owners(
     conn: sqlite3.Connection, directory: str, owner: spool_owners.OwnerLock, owner_id: int
 ) -> tuple[int, int]:
-    """Reassign every dead owner's rows to ``owner_id`` in one transaction: ``(rows adopted, owner id)``.
+    """Take over, in one transaction, every dead owner's rows: ``(rows adopted, this owner's id)``.
 
-    An owner is dead when its lock file can be locked or is gone. The dead owners' locks
-    are held until their rows are reassigned and their ``owners`` rows deleted, then
-    their files are removed. The returned owner id differs from ``owner_id`` only when a
-    peer wrongly adopted this owner (someone deleted its lock file) and it re-registered.
+    An owner is dead when its lock file can be locked or is gone. Taking over is one
+    update of ``owners.holder`` (the rows themselves are not rewritten). The dead
+    owners' locks are held until that is committed, then their files are removed.
+    The returned id differs from ``owner_id`` only when this owner had to register
+    again (someone deleted its row).
     """
     owner_id = _check_self(conn, directory, owner, owner_id)
-    others = conn.execute("SELECT id, key FROM owners WHERE id != ?", (owner_id,)).fetchall()
+    holders = conn.execute(
+        "SELECT id, key FROM owners WHERE id = holder AND id != ?", (owner_id,)
+    ).fetchall()  # the live-or-dead processes (a writer adopted by another is not one)
     dead: list[tuple[int, str, Optional[int]]] = []
     adopted = 0
     try:
-        for other_id, key in others:
+        for other_id, key in holders:
             is_dead, fd = spool_owners.lock_if_dead(directory, key)
             if is_dead:
                 dead.append((other_id, key, fd))
-        if dead:
-            before = conn.total_changes
+        orphaned = conn.execute(
+            "SELECT 1 FROM owners WHERE holder IS NULL OR holder NOT IN (SELECT id FROM owners) LIMIT 1"
+        ).fetchone()
+        if dead or orphaned:
             with spool_db.transaction(conn):
-                for other_id, _, _ in dead:
-                    conn.execute("UPDATE events SET owner = ? WHERE owner = ?", (owner_id, other_id))
-                adopted = conn.total_changes - before
-                conn.executemany("DELETE FROM owners WHERE id = ?", [(other_id,) for other_id, _, _ in dead])
+                gone = [other_id for other_id, _, _ in dead]
+                marks = ",".join("?" * len(gone)) or "NULL"
+                slots = [
+                    row[0]
+                    for row in conn.execute(
+                        f"SELECT id FROM owners WHERE holder IN ({marks}) OR holder IS NULL"
+                        " OR holder NOT IN (SELECT id FROM owners)",
+                        gone,
+                    )
+                ]
+                for slot in slots:
+                    conn.execute("UPDATE owners SET holder = ? WHERE id = ?", (owner_id, slot))
+                    adopted += conn.execute("SELECT count(*) FROM events WHERE owner = ?", (slot,)).fetchone()[0]
+        _forget_empty_writers(conn, owner_id)
     finally:
         for _, key, fd in dead:
             spool_owners.remove_dead_file(directory, key, fd)
-    known = {row[0] for row in conn.execute("SELECT key FROM owners")}
-    spool_owners.sweep_stale_files(directory, known)
+    if dead:
+        known = {row[0] for row in conn.execute("SELECT key FROM owners WHERE id = holder")}
+        spool_owners.sweep_stale_files(directory, known)
     return adopted, owner_id
 
 
+def _forget_empty_writers(conn: sqlite3.Connection, owner_id: int) -> None:
+    """Delete the ``owners`` rows of adopted writers that have no rows left (each costs a query per read)."""
+    slots = conn.execute("SELECT id FROM owners WHERE holder = ? AND id != ?", (owner_id, owner_id)).fetchall()
+    empty = [slot for (slot,) in slots if conn.execute(_ANY, (slot,)).fetchone() is None]
+    if empty:
+        with spool_db.transaction(conn):
+            for slot in empty:  # checked again inside the transaction: only this owner appends to none of them
+                if conn.execute(_ANY, (slot,)).fetchone() is None:
+                    conn.execute("DELETE FROM owners WHERE id = ? AND holder = ?", (slot, owner_id))
+
+
 def _check_self(conn: sqlite3.Connection, directory: str, owner: spool_owners.OwnerLock, owner_id: int) -> int:
-    """Repair this owner's claim if someone removed its lock file (and a peer then adopted its rows)."""
+    """Repair this owner's claim if someone removed its lock file (a peer may then have taken its rows)."""
     if not owner.intact():
         log.warning("spool %r: this process's lock file was removed by someone; publishing it again", directory)
         owner.republish()
-    if conn.execute("SELECT 1 FROM owners WHERE id = ?", (owner_id,)).fetchone():
+    row = conn.execute("SELECT holder FROM owners WHERE id = ?", (owner_id,)).fetchone()
+    if row is not None and row[0] == owner_id:
         return owner_id
+    if row is not None:  # a peer took this owner's rows: take them back (they may be sent twice, never lost)
+        with spool_db.transaction(conn):
+            conn.execute("UPDATE owners SET holder = ? WHERE id = ? OR holder = ?", (owner_id, owner_id, owner_id))
+        return owner_id
+    old_id = owner_id
+    owner_id = spool_db.register_owner(conn, owner.key)
     with spool_db.transaction(conn):
-        new_id = spool_db.register_owner(conn, owner.key)
-        conn.execute("UPDATE events SET owner = ? WHERE owner = ?", (new_id, owner_id))
-    return new_id
+        conn.execute("UPDATE events SET owner = ? WHERE owner = ?", (owner_id, old_id))
+    return owner_id
 
 
 def enforce(
@@ -85,9 +119,10 @@ def enforce(
     continues.
     """
     dropped: list[Dropped] = []
-    first = conn.execute("SELECT created FROM events WHERE owner = ? ORDER BY id LIMIT 1", (owner_id,)).fetchone()
-    if first is not None and first[0] < expire_before:
-        dropped += _drop(conn, owner_id, keep, STORAGE_EXPIRED, MAX_DROPS_PER_CALL, lambda r: r.created < expire_before)
+    slots = spool_db.held_slots(conn, owner_id)
+    first = [conn.execute(_FIRST, (slot,)).fetchone() for slot in slots]
+    if any(row is not None and not (isinstance(row[0], int) and row[0] >= expire_before) for row in first):
+        dropped += _drop(conn, slots, keep, STORAGE_EXPIRED, MAX_DROPS_PER_CALL, lambda r: r.created < expire_before)
     total = spool_db.disk_bytes(directory)
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
@@ -101,7 +136,7 @@ def enforce(
         if budget <= 0 or rounds >= 8:
             break
         rounds += 1
-        got = _drop(conn, owner_id, keep, STORAGE_FULL, min(budget, _rows_for(conn, total - target)), None)
+        got = _drop(conn, slots, keep, STORAGE_FULL, min(budget, _rows_for(conn, total - target)), None)
         if not got:
             break
         dropped += got
@@ -111,6 +146,7 @@ def enforce(
 
 
 _PAGE_PRAGMAS = ("page_size", "page_count", "freelist_count")
+_FIRST = "SELECT created FROM events WHERE owner = ? ORDER BY id LIMIT 1"
 
 
 def _rows_for(conn: sqlite3.Connection, excess: int) -> int:
@@ -123,20 +159,17 @@ def _rows_for(conn: sqlite3.Connection, excess: int) -> int:
 
 def _drop(
     conn: sqlite3.Connection,
-    owner_id: int,
+    slots: list[int],
     keep: Collection[int],
     reason: str,
     limit: int,
     expired: Optional[Callable[[Row], bool]],
 ) -> list[Dropped]:
-    """Delete up to ``limit`` of this owner's oldest rows not in ``keep`` (while ``expired``, if given)."""
+    """Delete up to ``limit`` of the oldest rows of ``slots`` not in ``keep`` (while ``expired``, if given)."""
     victims: list[Row] = []
     last = 0
     while len(victims) < limit:
-        chunk = conn.execute(
-            "SELECT id, created, data FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?",
-            (owner_id, last, _CHUNK),
-        ).fetchall()
+        chunk = spool_db.oldest_rows(conn, slots, last, _CHUNK)
         if not chunk:
             break
         for row_id, created, data in chunk:

@@ -23,7 +23,7 @@ _EXPORT_CHUNK = 1000
 
 @dataclass
 class OwnerStatus:
-    """One registered owner of a spool: who it is, whether it is alive, how many events it holds."""
+    """One owner process of a spool: who it is, whether it is alive, how many events it is responsible for."""
 
     key: str
     pid: int
@@ -92,11 +92,16 @@ def read_status(path: str, now: Optional[float] = None) -> SpoolStatus:
             oldest = conn.execute("SELECT min(created) FROM events").fetchone()[0]
             if isinstance(oldest, (int, float)):
                 status.oldest_age = max(0.0, (time.time() if now is None else now) - oldest)
-            for owner_id, key, pid, host, started in conn.execute(
-                "SELECT id, key, pid, host, started FROM owners ORDER BY id"
-            ):
-                alive = spool_owners.is_alive(directory, key)
-                status.owners.append(OwnerStatus(key, pid, host, started, alive, int(counts.get(owner_id, 0))))
+            writers = conn.execute("SELECT id, key, pid, host, started, holder FROM owners ORDER BY id").fetchall()
+            ids = {row[0] for row in writers}
+            held: dict[int, int] = {}  # a process's events include those of the dead writers it took over
+            for writer_id, *_, holder in writers:
+                holder = holder if holder in ids else writer_id
+                held[holder] = held.get(holder, 0) + int(counts.get(writer_id, 0))
+            for writer_id, key, pid, host, started, holder in writers:
+                if holder == writer_id or holder not in ids:
+                    alive = spool_owners.is_alive(directory, key)
+                    status.owners.append(OwnerStatus(key, pid, host, started, alive, held.get(writer_id, 0)))
         finally:
             conn.close()
         return status
