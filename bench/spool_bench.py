@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -121,7 +122,6 @@ def bench_size(label: str, events: list[bytes], base: str) -> dict[str, Any]:
     full.close()
 
     result["concurrent"] = concurrent(groups, base)
-    print(f"{label}: {json.dumps(result)}", flush=True)
     return result
 
 
@@ -191,22 +191,40 @@ def adoption(n: int, base: str) -> dict[str, Any]:
     return {"rows": got[0], "ms": round(seconds * 1000, 1)}
 
 
+def median_of(runs: list[Any]) -> Any:
+    """The median of each figure across repetitions (same-shaped nested dicts)."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: median_of([run[key] for run in runs]) for key in first}
+    return statistics.median(runs) if isinstance(first, (int, float)) else first
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000, help="events per measurement (default 100000)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions; figures are their medians (default 3)")
     parser.add_argument("--dir", default=None, help="where to create the spools (default: the system temp dir)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "spool.json"), help="where to write figures")
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="spool-bench-", dir=args.dir)
     try:
+        realistic, small = realistic_events(args.n), small_events(args.n)
+        runs = [
+            {
+                "realistic": bench_size("realistic", realistic, base),
+                "small": bench_size("small", small, base),
+                "adopt_dead_peer": adoption(args.n, base),
+            }
+            for _ in range(args.reps)
+        ]
         results = {
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "system": platform.platform()},
             "date": time.strftime("%Y-%m-%d"),
-            "realistic": bench_size("realistic", realistic_events(args.n), base),
-            "small": bench_size("small", small_events(args.n), base),
-            "adopt_dead_peer": adoption(args.n, base),
+            "reps": args.reps,
+            "median": median_of(runs),
+            "runs": runs,
         }
-        print(f"adopt: {json.dumps(results['adopt_dead_peer'])}")
+        print(f"median of {args.reps}: {json.dumps(results['median'], indent=1)}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     with open(args.json, "w", encoding="utf-8") as f:

@@ -153,6 +153,22 @@ def test_an_owner_whose_lock_file_was_deleted_is_taken_over_then_takes_its_rows_
     b.close()
 
 
+def test_a_tampered_owner_key_never_becomes_a_path(spool: Path) -> None:
+    first = SpoolStore(spool)
+    first.append([event(1)])
+    first.close()
+    bait = spool.parent / "bait.lock"
+    bait.write_text("not ours")
+    outside = sqlite3.connect(str(spool / "spool.db"))
+    outside.execute("UPDATE owners SET key = '../../bait'")
+    outside.commit()
+    outside.close()
+    store = SpoolStore(spool)  # the owner with the strange key counts as dead without a file
+    assert store.recovered == 1 and bait.read_text() == "not ours"
+    assert read_status(spool).events == 1
+    store.close()
+
+
 def test_undecodable_rows_are_returned_apart_with_their_bytes(spool: Path) -> None:
     store = SpoolStore(spool)
     good = store.append([event(1)])
@@ -238,7 +254,16 @@ def test_free_pages_go_back_to_the_filesystem_after_a_drain(spool: Path) -> None
 
 
 def test_constructor_rejects_bad_limits(spool: Path) -> None:
-    for kwargs in ({"max_bytes": 1000}, {"max_bytes": 2.5e6}, {"max_age": 0}, {"synchronous": "off"}):
+    bad: list[dict[str, object]] = [
+        {"max_bytes": 1000},
+        {"max_bytes": 2.5e6},
+        {"max_bytes": True},
+        {"max_age": 0},
+        {"max_age": float("nan")},
+        {"max_age": "7d"},
+        {"synchronous": "off"},
+    ]
+    for kwargs in bad:
         with pytest.raises(ValueError):
             SpoolStore(spool, **kwargs)  # type: ignore[arg-type]
 

@@ -122,9 +122,9 @@ class SpoolStore:
         What opening adopted (or salvaged from a damaged file) is counted in :attr:`recovered`.
         Raises :class:`SpoolUnavailable` when the spool cannot be used and ``ValueError`` for bad limits.
         """
-        if not isinstance(max_bytes, int) or max_bytes < MIN_MAX_BYTES:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < MIN_MAX_BYTES:
             raise ValueError(f"storage_max_bytes must be an int of at least {MIN_MAX_BYTES}")
-        if not isinstance(max_age, (int, float)) or max_age <= 0:
+        if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not max_age > 0:
             raise ValueError("storage_max_age must be a positive number of seconds")
         if synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
@@ -214,6 +214,7 @@ class SpoolStore:
             return
         self._lock = threading.Lock()
         self._forget_inherited()
+        self.recovered = 0  # the child counts its own
 
     def close(self) -> None:
         """Close the store; the rows it still holds are adopted by a peer or by the next store opened here."""

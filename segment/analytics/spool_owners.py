@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import time
 import weakref
@@ -33,6 +34,7 @@ OWNERS_DIR = "owners"
 _SUFFIX = ".lock"
 _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 60.0
+_KEY = re.compile(r"[0-9a-f]{16}")
 
 _live_locks: weakref.WeakSet[OwnerLock] = weakref.WeakSet()
 _short_locks: set[int] = set()  # descriptors holding a brief lock (open.lock) right now
@@ -155,6 +157,11 @@ def lock_path(directory: str, key: str) -> str:
     return os.path.join(directory, OWNERS_DIR, key + _SUFFIX)
 
 
+def _valid(key: object) -> bool:
+    """Keys come from the database: never build a path from one that is not 16 hex digits."""
+    return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
 def published_keys(directory: str) -> list[str]:
     """Keys of every published lock file (live or dead owners)."""
     try:
@@ -169,7 +176,10 @@ def lock_if_dead(directory: str, key: str) -> tuple[bool, Optional[int]]:
 
     ``fd`` is ``None`` when the lock file does not exist at all (an owner whose file is gone is dead:
     files are published before their owner writes anything and removed only once it is gone).
+    A malformed key is a dead owner without a file.
     """
+    if not _valid(key):
+        return True, None
     return _lock_if_dead(lock_path(directory, key))
 
 
@@ -192,6 +202,8 @@ def _lock_if_dead(path: str) -> tuple[bool, Optional[int]]:
 
 def is_alive(directory: str, key: str) -> bool:
     """Read-only liveness probe (a shared lock, released at once); used by ``spool status``."""
+    if not _valid(key):
+        return False
     try:
         fd = os.open(lock_path(directory, key), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -210,7 +222,8 @@ def is_alive(directory: str, key: str) -> bool:
 def remove_dead_file(directory: str, key: str, fd: Optional[int]) -> None:
     """Unlink a dead owner's lock file (``fd`` holds its lock) and close ``fd``."""
     if fd is not None:
-        _unlink_if_published(lock_path(directory, key), fd)
+        if _valid(key):
+            _unlink_if_published(lock_path(directory, key), fd)
         os.close(fd)
 
 

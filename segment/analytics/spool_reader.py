@@ -20,7 +20,10 @@ from .spool_db import Dropped, Row
 
 
 class SpoolReader:
-    """The pipeline's view of its spool: append, take batches, mark them done (thread-safe)."""
+    """The pipeline's view of its spool: append, take batches, mark them done (thread-safe).
+
+    Not fork-safe by itself: a forked child makes a new reader (over the same store object).
+    """
 
     def __init__(self, store: SpoolStore) -> None:
         """Read ``store``'s rows of this owner from the oldest."""
