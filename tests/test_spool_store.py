@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from segment.analytics.spool import (
     SpoolStore,
     SpoolUnavailable,
 )
+from segment.analytics.spool_db import classify
 from segment.analytics.spool_reader import SpoolReader
 from segment.analytics.spool_view import iter_rows, read_status
 
@@ -384,6 +386,21 @@ def test_an_error_closes_the_store_and_frees_its_rows_for_adoption(spool: Path) 
     other = SpoolStore(spool)
     assert [r.data for r in other.read(0, 10, 10**6).rows] == [event(1)]
     other.close()
+
+
+def test_errors_are_classified_by_what_the_user_can_do_about_them(tmp_path: Path) -> None:
+    conn = sqlite3.connect(str(tmp_path / "tiny.db"))
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("PRAGMA max_page_count = 3")
+    with pytest.raises(sqlite3.Error) as full:
+        conn.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    conn.close()
+    assert classify(full.value) == "full"
+    assert classify(OSError(errno.ENOSPC, "No space left on device")) == "full"
+    assert classify(OSError(errno.EROFS, "Read-only file system")) == "read_only"
+    assert classify(OSError(errno.EACCES, "Permission denied")) == "permission"
+    assert classify(sqlite3.DatabaseError("database disk image is malformed")) == "corrupt"
+    assert classify(sqlite3.OperationalError("database is locked")) == "busy"
 
 
 def test_reader_hands_out_each_row_once_and_rescans_after_adoption(spool: Path) -> None:
