@@ -280,11 +280,16 @@ def test_a_path_that_is_a_file_or_lies_under_a_file_is_unavailable_and_left_alon
     assert file.read_bytes() == b"user data"
 
 
-def test_a_database_path_that_is_a_directory_is_unavailable(spool: Path) -> None:
+def test_a_database_path_that_is_a_directory_or_a_fifo_is_unavailable(spool: Path) -> None:
     (spool / "spool.db").mkdir(parents=True)
     with pytest.raises(SpoolUnavailable):
         SpoolStore(spool)
     assert (spool / "spool.db").is_dir()
+    (spool / "spool.db").rmdir()
+    os.mkfifo(spool / "spool.db")  # opening a FIFO to read its header would block for ever
+    with pytest.raises(SpoolUnavailable):
+        SpoolStore(spool)
+    assert stat.S_ISFIFO(os.stat(spool / "spool.db").st_mode)
 
 
 def test_a_garbage_file_is_set_aside_and_a_fresh_store_started(spool: Path, caplog: pytest.LogCaptureFixture) -> None:

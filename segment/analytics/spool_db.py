@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,12 +199,13 @@ def disk_bytes(directory: str) -> int:
 def header_ok(db_path: str) -> bool:
     """False when the file exists, is not empty and does not start with SQLite's magic header."""
     try:
-        with open(db_path, "rb") as f:
-            head = f.read(len(_HEADER))
+        mode = os.stat(db_path).st_mode
     except FileNotFoundError:
         return True
-    except IsADirectoryError as exc:
-        raise SpoolUnavailable("not_a_directory", f"spool database {db_path!r} is a directory") from exc
+    if not stat.S_ISREG(mode):  # a directory, a FIFO (opening it would block), a device: not ours to touch
+        raise SpoolUnavailable("not_a_directory", f"spool database {db_path!r} is not a regular file")
+    with open(db_path, "rb") as f:
+        head = f.read(len(_HEADER))
     return head == b"" or head == _HEADER
 
 
