@@ -30,8 +30,8 @@ Guarantees
   it is at-least-once: a row read and sent but not deleted before a crash is
   read again by its adopter.
 * Limits: ``max_bytes`` bounds the database, its WAL and its shared-memory
-  file together (free pages are given back to the filesystem: the database
-  uses incremental auto-vacuum); ``max_age`` (seconds since append) expires rows. Both are
+  file together (free pages go back to the filesystem, at most 8 MB per call
+  below the limit: the database uses incremental auto-vacuum); ``max_age`` (seconds since append) expires rows. Both are
   applied by :meth:`SpoolStore.enforce_limits`, which returns what it dropped.
   Rows whose bytes are not UTF-8 JSON objects come back from ``read`` in
   ``ReadResult.corrupt`` instead of ``rows``.

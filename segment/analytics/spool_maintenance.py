@@ -18,6 +18,7 @@ from .spool_db import STORAGE_EXPIRED, STORAGE_FULL, Dropped, Row
 log = logging.getLogger("segment")
 
 MAX_DROPS_PER_CALL = 10_000
+RECLAIM_PAGES_PER_CALL = 2048  # 8 MB of 4 KB pages: bounds the pause of one enforce_limits() after a drain
 _CHUNK = 500
 _RECLAIM_BUSY_MS = 50
 _ANY = "SELECT 1 FROM events WHERE owner = ? LIMIT 1"
@@ -126,8 +127,11 @@ def enforce(
     total = spool_db.disk_bytes(directory)
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    if total > max_bytes or free * page_size > max(1 << 20, total // 4):
+    if total > max_bytes:
         _reclaim(conn)
+        total = spool_db.disk_bytes(directory)
+    elif free * page_size > max(1 << 20, total // 4):  # after a drain: a few MB per call, not all at once
+        _reclaim(conn, RECLAIM_PAGES_PER_CALL)
         total = spool_db.disk_bytes(directory)
     target = max_bytes - max_bytes // 20
     rounds = 0
@@ -190,9 +194,12 @@ def _drop(
     return [Dropped(reason, row) for row in victims]
 
 
-def _reclaim(conn: sqlite3.Connection) -> None:
-    """Give free pages back to the filesystem and fold the WAL into the database (briefly waiting on readers)."""
-    conn.executescript("PRAGMA incremental_vacuum;")  # execute() would step once: one page per call
+def _reclaim(conn: sqlite3.Connection, pages: int = 0) -> None:
+    """Give free pages (all, or ``pages`` of them) back to the filesystem and fold the WAL into the database.
+
+    The checkpoint waits on readers of other processes for ``_RECLAIM_BUSY_MS`` at most.
+    """
+    conn.executescript(f"PRAGMA incremental_vacuum({int(pages)});")  # execute() would step once: one page
     conn.execute(f"PRAGMA busy_timeout={_RECLAIM_BUSY_MS}")
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
