@@ -1,6 +1,6 @@
 """The durable spool across real processes: kill -9, peers sharing a path, fork, pools, full and read-only disks.
 
-SPEC 7; the worker processes are in tests/spool_worker.py.
+The guarantees tested are those of segment/analytics/spool.py; the worker processes are in tests/spool_worker.py.
 """
 
 from __future__ import annotations

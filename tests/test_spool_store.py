@@ -1,4 +1,4 @@
-"""The durable spool's storage engine in one process, on real files (SPEC 7; see segment/analytics/spool.py)."""
+"""The durable spool's storage engine in one process, on real files (its guarantees: segment/analytics/spool.py)."""
 
 from __future__ import annotations
 
