@@ -20,8 +20,9 @@ import threading
 from typing import Any, Callable, Optional, TypeVar
 
 from segment.analytics import json_text
-from segment.analytics.json_safety import _warned, make_json_safe, reset_after_fork
 from segment.analytics.json_safety import default as _default
+from segment.analytics.json_safety import make_json_safe
+from segment.analytics.json_scalars import _warned, reset_after_fork
 
 _T = TypeVar("_T")
 

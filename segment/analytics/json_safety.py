@@ -7,211 +7,41 @@ float, bool, None) with an explicit stack, so it works at any stack depth.
 
 Both never raise for the data: a value's own methods (``__str__``,
 ``items()``, ``tolist()``, ``utcoffset()`` ...) are called inside ``try``,
-and when one raises the value is read another way or sent as a placeholder
-string (``"<unserialisable TypeName>"``). Only ``KeyboardInterrupt`` passes
-through, since it may be the user's Ctrl-C. Every conversion costs at most
-time linear in the size of what it reads or writes: big numbers are never
-converted to decimal digits past the interpreter's int-to-str limit.
+and when one raises the value is read another way (a dict subclass's stored
+items, a datetime without its zone) or sent as a placeholder string
+(``"<unserialisable TypeName>"``). Only ``KeyboardInterrupt`` passes through,
+since it may be the user's Ctrl-C. Scalars are converted by
+:mod:`segment.analytics.json_scalars`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import enum
-import logging
 import math
 import numbers
-import re
-import sys
-import threading
 import uuid
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from segment.analytics.json_scalars import (
+    as_str,
+    date_fallback,
+    decimal_value,
+    float_leaf,
+    int_leaf,
+    placeholder,
+    real_value,
+    str_leaf,
+    type_name,
+    warn_once,
+)
 from segment.analytics.json_text import dumps
-
-log = logging.getLogger("segment")
 
 #: Containers nested deeper than this are sent as ``null`` where they are cut (by the fallback path).
 MAX_DEPTH = 500
 #: Conversions of one value (an Enum's value, ``tolist()``, ...) before it is given up as ``null``.
 _MAX_STEPS = 16
-#: Digits an integer may have when the interpreter sets no int-to-str limit (3.9/3.10 before 3.9.14/3.10.7).
-_DEFAULT_MAX_DIGITS = 4300
-#: The lowest int-to-str limit an interpreter accepts (other than 0, no limit).
-_MIN_LIMIT = 640
-_LOG10_2 = math.log10(2)
-
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
-
-
-def warn_once(key: str, message: str, *args: object) -> None:
-    """Log ``message`` at WARNING the first time ``key`` is seen, then at DEBUG; never raises."""
-    if key in _warned:
-        try:
-            log.debug(message, *args)
-        except Exception:  # noqa: BLE001 - a broken logging setup (or a deep stack) must not make data raise
-            pass
-        return
-    with _warned_lock:
-        first = key not in _warned
-        _warned.add(key)
-    try:
-        log.log(logging.WARNING if first else logging.DEBUG, message, *args)
-    except Exception:  # noqa: BLE001
-        if first:  # not said (e.g. no stack left for logging): say it next time
-            _warned.discard(key)
-
-
-def reset_after_fork() -> None:
-    """Replace the module lock in a forked child (another thread may have held it at fork time)."""
-    global _warned_lock
-    _warned_lock = threading.Lock()
-
-
-def type_name(value: Any) -> str:
-    """The name of ``value``'s type, even when its metaclass is hostile."""
-    try:
-        name = type(value).__name__
-    except Exception:  # noqa: BLE001
-        return "object"
-    return name if type(name) is str else "object"
-
-
-def placeholder(value: Any) -> str:
-    """What is sent for a value that cannot be read at all."""
-    name = type_name(value)
-    warn_once("str:" + name, "value of type %s cannot be converted (its methods raise); sent as a placeholder", name)
-    return f"<unserialisable {name}>"
-
-
-def _as_str(value: Any) -> str:
-    """``str(value)`` as a plain ``str`` (one warning per type), or the placeholder if it raises."""
-    try:
-        text = str(value)
-        text = str.__str__(text)  # a str subclass returned by __str__ becomes a plain str
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - hostile __str__ / __repr__ (even SystemExit) is data
-        return placeholder(value)
-    name = type_name(value)
-    warn_once("str:" + name, "value of type %s is not JSON-serialisable; sent as str(value)", name)
-    return text
-
-
-# -- numbers ---------------------------------------------------------------------------------------------
-
-
-_get_int_max_str_digits: Optional[Callable[[], int]] = getattr(sys, "get_int_max_str_digits", None)
-
-
-def max_int_digits() -> int:
-    """Digits an integer may have to be sent as a number: the interpreter's int-to-str limit, else 4300."""
-    limit = _get_int_max_str_digits() if _get_int_max_str_digits is not None else 0
-    return limit if limit > 0 else _DEFAULT_MAX_DIGITS
-
-
-def int_fits(value: int) -> bool:
-    """Whether ``value``'s decimal digits fit :func:`max_int_digits` (cost bounded by the limit)."""
-    limit = max_int_digits()
-    bits = value.bit_length()
-    if bits * _LOG10_2 < limit - 1:
-        return True
-    if bits * _LOG10_2 > limit + 1:
-        return False
-    try:  # near the limit: count the digits
-        return len(int.__repr__(abs(value))) <= limit
-    except ValueError:
-        return False
-
-
-def int_leaf(value: int) -> Optional[int]:
-    """An exact ``int`` if its decimal digits fit :func:`max_int_digits`, else ``None`` (one warning)."""
-    if int_fits(value):
-        return value
-    limit = max_int_digits()
-    warn_once("bigint", "integer with more than %d digits cannot be written as JSON; sent as null", limit)
-    return None
-
-
-def float_leaf(value: float) -> Optional[float]:
-    """A finite float, or ``None`` for NaN/Infinity (one warning)."""
-    if math.isfinite(value):
-        return value
-    warn_once("nan", "NaN or Infinity is not valid JSON; sent as null")
-    return None
-
-
-def _decimal_value(value: Decimal) -> Any:
-    """A Decimal as an int (integral, within the digit limit), a float, or its exact string past both."""
-    if type(value) is not Decimal:
-        value = Decimal(value)  # a plain copy: a subclass's overrides are not called
-    if not value.is_finite():
-        warn_once("nan", "NaN or Infinity is not valid JSON; sent as null")
-        return None
-    if value == value.to_integral_value():
-        if not value:
-            return 0
-        digits = value.adjusted()  # one less than the number of digits
-        if digits < _MIN_LIMIT or digits < max_int_digits():
-            return int(value)
-    else:
-        number = float(value)
-        if number != 0.0 and math.isfinite(number):
-            return number
-    warn_once("decimal", "Decimal beyond what a float or the int-to-str limit can carry; sent as a string")
-    return str(value)
-
-
-def _real_value(value: Any) -> Any:
-    """Any other ``numbers.Real`` (Fraction, numpy floats ...): a float, else its string, else null."""
-    try:
-        number = float(value)
-        if number != 0.0 or value == 0:
-            return float_leaf(number)
-    except OverflowError:
-        pass
-    name = type_name(value)
-    try:
-        text = str.__str__(str(value))
-    except ValueError:  # e.g. a Fraction whose numerator is past the int-to-str limit
-        warn_once("real:" + name, "%s beyond what a float can carry and too long to write; sent as null", name)
-        return None
-    warn_once("real:" + name, "%s beyond what a float can carry; sent as a string", name)
-    return text
-
-
-# -- dates -------------------------------------------------------------------------------------------------
-
-_DATE_FIELDS = ("year", "month", "day")
-_TIME_FIELDS = ("hour", "minute", "second", "microsecond")
-
-
-def plain_datetime(value: _dt.date) -> _dt.datetime:
-    """A plain ``datetime`` with ``value``'s fields and tzinfo, read with the base getters (no user code)."""
-    year, month, day = (getattr(_dt.date, name).__get__(value) for name in _DATE_FIELDS)
-    if not isinstance(value, _dt.datetime):
-        return _dt.datetime(year, month, day)
-    hour, minute, second, micro = (getattr(_dt.datetime, name).__get__(value) for name in _TIME_FIELDS)
-    tzinfo = _dt.datetime.tzinfo.__get__(value)
-    fold = _dt.datetime.fold.__get__(value)
-    return _dt.datetime(year, month, day, hour, minute, second, micro, tzinfo=tzinfo, fold=fold)
-
-
-def _date_fallback(value: _dt.date) -> str:
-    """ISO-8601 of a date whose ``isoformat()`` raised; a time zone that raises is left out (one warning)."""
-    plain = plain_datetime(value)
-    if not isinstance(value, _dt.datetime):
-        return plain.date().isoformat()
-    try:
-        return plain.isoformat()
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - a hostile tzinfo
-        pass
-    warn_once("tz", "a datetime whose time zone raised is sent without its zone")
-    return plain.replace(tzinfo=None).isoformat()
 
 
 # -- containers ------------------------------------------------------------------------------------------
@@ -293,7 +123,7 @@ def default(value: Any) -> Any:
     except KeyboardInterrupt:
         raise
     except BaseException:  # noqa: BLE001 - e.g. a __class__ or __getattribute__ that raises
-        return _as_str(value)
+        return as_str(value)
 
 
 def _convert(value: Any) -> Any:
@@ -303,9 +133,9 @@ def _convert(value: Any) -> Any:
         except KeyboardInterrupt:
             raise
         except BaseException:  # noqa: BLE001 - a hostile tzinfo or isoformat()
-            return _date_fallback(value)
+            return date_fallback(value)
     if isinstance(value, Decimal):
-        return _decimal_value(value)
+        return decimal_value(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):
@@ -329,7 +159,7 @@ def _convert(value: Any) -> Any:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return _real_value(value)
+        return real_value(value)
     try:
         tolist = getattr(value, "tolist", None)
         if callable(tolist):  # numpy-like arrays and scalars, duck-typed
@@ -340,19 +170,7 @@ def _convert(value: Any) -> Any:
         raise
     except BaseException:  # noqa: BLE001 - a broken tolist() falls through to str()
         pass
-    return _as_str(value)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def str_leaf(text: str) -> str:
-    """``text`` with lone surrogates (which UTF-8 cannot carry) replaced by U+FFFD."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _SURROGATE.sub("\ufffd", text)
-    return text
+    return as_str(value)
 
 
 def _leaf(value: Any) -> tuple[bool, Any]:

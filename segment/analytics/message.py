@@ -17,7 +17,8 @@ from typing import Any, Optional, cast
 from dateutil.parser import isoparse
 
 from segment.analytics.errors import ArgumentError
-from segment.analytics.json_safety import int_fits, plain_datetime, stored_items, type_name, warn_once
+from segment.analytics.json_safety import stored_items
+from segment.analytics.json_scalars import int_fits, plain_datetime, type_name, warn_once
 from segment.analytics.version import VERSION
 
 LIBRARY_NAME = "analytics-python"
