@@ -14,15 +14,15 @@ the same JSON for the same input. The value conversions live in
 
 from __future__ import annotations
 
+import _thread
 import json
 import re
-import threading
 from typing import Any, Callable, Optional, TypeVar
 
 from segment.analytics import json_text
 from segment.analytics.json_safety import default as _default
 from segment.analytics.json_safety import make_json_safe
-from segment.analytics.json_scalars import _warned, reset_after_fork
+from segment.analytics.json_scalars import _warned, reset_after_fork, stack_state
 
 _T = TypeVar("_T")
 
@@ -120,7 +120,7 @@ def encode(message: Any) -> bytes:
             pass
     try:
         return _encode_safe(message)
-    except RecursionError:  # the caller's own stack left no room even for the fallback: use a fresh one
+    except RecursionError:  # the caller's stack ran out (or a value recursed forever): start on a fresh one
         return _on_fresh_stack(_encode_safe, message)
 
 
@@ -135,19 +135,27 @@ def _encode_safe(message: Any) -> bytes:
 
 
 def _on_fresh_stack(function: Callable[[Any], _T], argument: Any) -> _T:
-    """``function(argument)`` in a short-lived thread, whose stack is shallow; re-raises what it raised."""
+    """``function(argument)`` in a short-lived thread, whose stack is shallow; re-raises what it raised.
+
+    Started with the low-level ``_thread`` module, which needs no Python frames
+    of the caller's: this runs when the caller's stack has (almost) run out.
+    """
     results: list[_T] = []
     errors: list[BaseException] = []
+    done = _thread.allocate_lock()
+    done.acquire()
 
     def run() -> None:
         try:
+            stack_state.fresh = True  # a RecursionError here can only come from the value itself
             results.append(function(argument))
         except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
             errors.append(exc)
+        finally:
+            done.release()
 
-    worker = threading.Thread(target=run, name="segment-encode", daemon=True)
-    worker.start()
-    worker.join()
+    _thread.start_new_thread(run, ())
+    done.acquire()
     if errors:
         raise errors[0]
     return results[0]

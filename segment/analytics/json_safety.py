@@ -9,9 +9,10 @@ Both never raise for the data: a value's own methods (``__str__``,
 ``items()``, ``tolist()``, ``utcoffset()`` ...) are called inside ``try``,
 and when one raises the value is read another way (a dict subclass's stored
 items, a datetime without its zone) or sent as a placeholder string
-(``"<unserialisable TypeName>"``). Only ``KeyboardInterrupt`` passes through,
-since it may be the user's Ctrl-C. Scalars are converted by
-:mod:`segment.analytics.json_scalars`.
+(``"<unserialisable TypeName>"``). Only ``KeyboardInterrupt`` and, off a
+fresh stack, ``RecursionError`` pass through (see
+:func:`~segment.analytics.json_scalars.reraise_control`). Scalars are
+converted by :mod:`segment.analytics.json_scalars`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from segment.analytics.json_scalars import (
     int_leaf,
     placeholder,
     real_value,
+    reraise_control,
     str_leaf,
     type_name,
     warn_once,
@@ -52,11 +54,12 @@ def _snapshot(read: Callable[[Any], Iterable[Any]], value: Any) -> list[Any]:
     for _ in range(5):
         try:
             return list(read(value))
-        except RuntimeError:  # "changed size during iteration": another thread is writing to it
+        except RuntimeError as exc:  # "changed size during iteration": another thread is writing to it
+            if isinstance(exc, RecursionError):
+                raise
             continue
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # noqa: BLE001 - e.g. a proxy object that only pretends to be a dict
+        except BaseException as exc:  # noqa: BLE001 - e.g. a proxy object that only pretends to be a dict
+            reraise_control(exc)
             break
     name = type_name(value)
     warn_once("unreadable:" + name, "a %s could not be read (changing in another thread?); sent empty", name)
@@ -78,9 +81,8 @@ def dict_items(value: dict[Any, Any]) -> list[Any]:
     if type(value) is not dict:
         try:
             return [(key, item) for key, item in value.items()]
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # noqa: BLE001 - hostile items(): read what the dict stores
+        except BaseException as exc:  # noqa: BLE001 - hostile items(): read what the dict stores
+            reraise_control(exc)
             _own_reader_failed(value, "items")
     return stored_items(value)
 
@@ -96,9 +98,8 @@ def sequence_items(value: Any) -> list[Any]:
         return _snapshot(iter, value)
     try:
         return [item for item in value]
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - hostile __iter__: read what the container stores
+    except BaseException as exc:  # noqa: BLE001 - hostile __iter__: read what the container stores
+        reraise_control(exc)
         _own_reader_failed(value, "__iter__")
     for base in (list, tuple, set, frozenset):
         if isinstance(value, base):
@@ -120,9 +121,8 @@ def default(value: Any) -> Any:
     """
     try:
         return _convert(value)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - e.g. a __class__ or __getattribute__ that raises
+    except BaseException as exc:  # noqa: BLE001 - e.g. a __class__ or __getattribute__ that raises
+        reraise_control(exc)
         return as_str(value)
 
 
@@ -130,9 +130,8 @@ def _convert(value: Any) -> Any:
     if isinstance(value, _dt.date):
         try:
             return value.isoformat()
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # noqa: BLE001 - a hostile tzinfo or isoformat()
+        except BaseException as exc:  # noqa: BLE001 - a hostile tzinfo or isoformat()
+            reraise_control(exc)
             return date_fallback(value)
     if isinstance(value, Decimal):
         return decimal_value(value)
@@ -166,9 +165,8 @@ def _convert(value: Any) -> Any:
             result = tolist()
             if result is not value:
                 return result
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - a broken tolist() falls through to str()
+    except BaseException as exc:  # noqa: BLE001 - a broken tolist() falls through to str()
+        reraise_control(exc)
         pass
     return as_str(value)
 
@@ -234,9 +232,8 @@ def _container(value: Any) -> Optional[type]:
             return dict
         if isinstance(value, _SEQUENCES):
             return list
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - a __class__ that raises: not a container
+    except BaseException as exc:  # noqa: BLE001 - a __class__ that raises: not a container
+        reraise_control(exc)
         pass
     return None
 

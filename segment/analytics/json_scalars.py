@@ -4,8 +4,8 @@ Every function here is cheap in the size of what it reads or writes: big
 numbers are never converted to decimal digits past the interpreter's
 int-to-str limit (``Decimal('1e999999')`` is sent as the string
 ``"1E+999999"``, an int too long to write as ``null``). A value's own methods
-are called inside ``try``; only ``KeyboardInterrupt`` passes through, since it
-may be the user's Ctrl-C.
+are called inside ``try``; what they raise is data, except what
+:func:`reraise_control` lets through.
 """
 
 from __future__ import annotations
@@ -49,6 +49,28 @@ def warn_once(key: str, message: str, *args: object) -> None:
             _warned.discard(key)
 
 
+class _StackState(threading.local):
+    """Whether this thread is a fresh one started only to convert a value (see :func:`reraise_control`)."""
+
+    fresh = False
+
+
+stack_state = _StackState()
+
+
+def reraise_control(exc: BaseException) -> None:
+    """Re-raise what is not the value's doing, from inside ``except BaseException``.
+
+    That is ``KeyboardInterrupt`` (possibly the user's Ctrl-C) and a
+    ``RecursionError``, which usually means the caller's stack ran out: the
+    encoder then starts again on a fresh, shallow stack, where a
+    ``RecursionError`` can only come from the value itself (a ``__str__`` that
+    recurses forever) and is data like any other exception.
+    """
+    if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, RecursionError) and not stack_state.fresh):
+        raise exc
+
+
 def reset_after_fork() -> None:
     """Replace the module lock in a forked child (another thread may have held it at fork time)."""
     global _warned_lock
@@ -76,9 +98,8 @@ def as_str(value: Any) -> str:
     try:
         text = str(value)
         text = str.__str__(text)  # a str subclass returned by __str__ becomes a plain str
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - hostile __str__ / __repr__ (even SystemExit) is data
+    except BaseException as exc:  # noqa: BLE001 - hostile __str__ / __repr__ (even SystemExit) is data
+        reraise_control(exc)
         return placeholder(value)
     name = type_name(value)
     warn_once("str:" + name, "value of type %s is not JSON-serialisable; sent as str(value)", name)
@@ -185,18 +206,25 @@ def plain_datetime(value: _dt.date) -> _dt.datetime:
 
 
 def date_fallback(value: _dt.date) -> str:
-    """ISO-8601 of a date whose ``isoformat()`` raised; a time zone that raises is left out (one warning)."""
+    """ISO-8601 of a date whose ``isoformat()`` raised, from its fields; a zone that raises is left out.
+
+    One warning per (type, tzinfo type).
+    """
     plain = plain_datetime(value)
+    name = type_name(value)
     if not issubclass(type(value), _dt.datetime):
+        warn_once("date:" + name, "%s.isoformat() raised; sent as ISO-8601 of its fields", name)
         return plain.date().isoformat()
+    zone = type_name(plain.tzinfo)
+    key = f"date:{name}/{zone}"
     try:
-        return plain.isoformat()
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # noqa: BLE001 - a hostile tzinfo
-        pass
-    warn_once("tz", "a datetime whose time zone raised is sent without its zone")
-    return plain.replace(tzinfo=None).isoformat()
+        text = plain.isoformat()
+    except BaseException as exc:  # noqa: BLE001 - a hostile tzinfo
+        reraise_control(exc)
+        warn_once(key, "%s whose time zone (%s) raised; sent without its zone", name, zone)
+        return plain.replace(tzinfo=None).isoformat()
+    warn_once(key, "%s.isoformat() raised; sent as ISO-8601 of its fields", name)
+    return text
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
