@@ -86,15 +86,6 @@ def at_depth(frames: int, call: Callable[[], Any]) -> Any:
     return at_depth(frames - 1, call)
 
 
-def stack_depth() -> int:
-    frame = sys._getframe()
-    depth = 0
-    while frame is not None:
-        depth += 1
-        frame = frame.f_back  # type: ignore[assignment]
-    return depth
-
-
 def nest(levels: int, leaf: Any = "leaf") -> Any:
     value = leaf
     for _ in range(levels):
@@ -130,6 +121,16 @@ class WrongOffsetTZ(dt.tzinfo):
 
     def utcoffset(self, d: Any) -> Any:
         return self.offset
+
+    def dst(self, d: Any) -> Any:
+        return None
+
+
+class DeepTZ(dt.tzinfo):
+    """A time zone that needs some stack of its own (as real ones that load their rules lazily may)."""
+
+    def utcoffset(self, d: Any) -> Any:
+        return at_depth(25, lambda: dt.timedelta(hours=1))
 
     def dst(self, d: Any) -> Any:
         return None
@@ -746,6 +747,8 @@ def _deep_values() -> dict[str, Any]:
         "huge": BIG,
         "decimal": Decimal("1e999999"),
         "dates": [dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), dt.date(2020, 1, 2)] * 50,
+        "python tzinfo": dt.datetime(2020, 1, 2, tzinfo=WrongOffsetTZ(dt.timedelta(hours=2))),
+        "deep tzinfo": [dt.datetime(2020, 1, 2, tzinfo=DeepTZ())],
         "recursive": RecursiveStr(),
     }
 
@@ -759,12 +762,26 @@ def test_call_from_700_frames_deep(mode: str, make_client: Callable[..., Client]
     assert events["d1"]["properties"] == events["s1"]["properties"]
 
 
-@pytest.mark.parametrize("headroom", [60, 25, 12])
-def test_encode_near_the_recursion_limit(mode: str, headroom: int) -> None:
+def deepest_call() -> int:
+    """The most frames ``at_depth`` can add here before the interpreter's recursion limit stops it."""
+    low, high = 0, sys.getrecursionlimit()
+    while low < high:
+        middle = (low + high + 1) // 2
+        try:
+            at_depth(middle, lambda: None)
+            low = middle
+        except RecursionError:
+            high = middle - 1
+    return low
+
+
+def test_encode_near_the_recursion_limit(mode: str) -> None:
+    """With only a few frames left, encode still answers, the same as from a shallow stack."""
     values = _deep_values()
     expected = encoding.encode(values)
-    frames = sys.getrecursionlimit() - stack_depth() - headroom
-    assert at_depth(frames, lambda: encoding.encode(values)) == expected
+    deepest = deepest_call()
+    for headroom in [*range(3, 40), 60, 100, 200]:
+        assert at_depth(deepest - headroom, lambda: encoding.encode(values)) == expected, headroom
 
 
 def test_cost_is_bounded_by_the_size_of_the_value(tmp_path: Path) -> None:
@@ -821,8 +838,7 @@ def test_decode_safely_reads_what_encode_wrote_at_any_nesting() -> None:
     assert nesting(decoded["v"]) == levels and _innermost(decoded["v"]) == 7
     # a consumer thread's stack may be deeper than the caller's was when it encoded
     small = encoding.encode({"type": "track", "messageId": "m1", "v": nest(200)})
-    headroom = 150
-    decoded = at_depth(sys.getrecursionlimit() - stack_depth() - headroom, lambda: encoding.decode_safely(small))
+    decoded = at_depth(deepest_call() - 150, lambda: encoding.decode_safely(small))
     assert decoded == {"type": "track", "messageId": "m1", "v": nest(200)}
 
 
