@@ -1,4 +1,4 @@
-"""Data never raises (SPEC 1): hostile values, huge numbers, deep stacks and racing threads.
+"""Data never raises (delivery.md §2): hostile values, huge numbers, deep stacks and racing threads.
 
 Every value below goes through the public API (``Client.track`` against the
 local mock Tracking API, or ``encoding.encode``) with the standard-library

@@ -1,4 +1,4 @@
-"""Turning a message into strict JSON bytes, once, and reading it back (SPEC 1, JSON-safety table).
+"""Turning a message into strict JSON bytes, once, and reading it back (delivery.md §2).
 
 ``encode(message)`` is the only entry point the client uses. The fast path is
 one call to the C JSON encoder (or ``orjson`` when it is installed and

@@ -1,4 +1,4 @@
-"""Turning any Python value into plain JSON types without raising (SPEC 1, JSON-safety table).
+"""Turning any Python value into plain JSON types without raising (delivery.md §2).
 
 :func:`default` is the ``default`` hook of the fast encoders: it maps one
 value JSON lacks to something closer to JSON. :func:`make_json_safe` copies a
@@ -193,7 +193,7 @@ _Frame = tuple[int, Iterator[Any], Any]
 def make_json_safe(value: Any, _key_level: int = 0) -> Any:
     """Return a copy of ``value`` made only of JSON types (str-keyed dict, list, str, int, finite float, bool, None).
 
-    Applies the SPEC 1 table through :func:`default`; NaN/Infinity become
+    Applies the JSON-safety table (README) through :func:`default`; NaN/Infinity become
     ``None``; a container that contains itself is replaced by ``None`` where
     it recurs; containers nested deeper than :data:`MAX_DEPTH` are replaced by
     ``None`` where they are cut; non-string keys become strings the way the

@@ -1,4 +1,4 @@
-"""Making one JSON-unsafe scalar safe: numbers, dates, strings, and the warnings (SPEC 1, JSON-safety table).
+"""One JSON-unsafe scalar made safe: numbers, dates, strings; and the warnings (delivery.md §2).
 
 Every function here is cheap in the size of what it reads or writes: big
 numbers are never converted to decimal digits past the interpreter's
