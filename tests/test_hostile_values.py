@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Union
 
 import pytest
 
-from segment.analytics import ArgumentError, Client, encoding, json_text
+from segment.analytics import ArgumentError, Client, encoding, json_scalars, json_text
 from segment.analytics.json_safety import MAX_DEPTH
 from segment.analytics.testing import MockTrackingAPI
 
@@ -472,7 +472,8 @@ CASES: dict[str, tuple[Callable[[], Any], Expected, int]] = {
     "dict that contains itself": (_self_dict, {"name": "loop", "self": None}, 1),
     "list that contains itself": (_self_list, [1, None], 1),
     "hostile dict subclass that contains itself": (_self_bad_dict, {"a": 1, "self": None}, 2),
-    "nested 5000 levels": (lambda: nest(5000), _cut_nesting, 1),
+    "nested 400 levels (kept whole)": (lambda: nest(400), lambda sent: sent == nest(400), 0),
+    "nested 100000 levels": (lambda: nest(100_000), _cut_nesting, 1),
     "nested 100000 levels, NaN at the bottom": (lambda: nest(100_000, float("nan")), _cut_nesting, 1),
     "key whose __str__ raises": (lambda: {BadStr(): 1}, {"<unserialisable BadStr>": 1}, 1),
     "key whose __class__ raises": (
@@ -825,6 +826,27 @@ def test_cost_is_bounded_by_the_size_of_the_value(tmp_path: Path) -> None:
     assert sent["decimal"] == "1E+999999" and sent["negative"] == "-1E+999999999" and sent["tiny"] == "1E-999999"
     assert sent["long decimal"] == 200000 and sent["ones"] == 1 and sent["huge int"] is None
     assert sent["fraction"] == 1.0 and sent["tiny fraction"] is None
+
+
+@pytest.mark.parametrize("interpreter", ["without a limit (3.9/3.10 before the fix)", "with the limit disabled"])
+def test_digit_limit_applies_where_the_interpreter_has_none(
+    interpreter: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our own conversions keep a 4300-digit limit where the interpreter has none, so they stay cheap."""
+    previous = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else None
+    if interpreter.startswith("without"):
+        monkeypatch.setattr(json_scalars, "_get_int_max_str_digits", None)
+    elif previous is None:
+        pytest.skip("this interpreter has no int-to-str limit to disable")
+    else:
+        sys.set_int_max_str_digits(0)
+    try:
+        assert json_scalars.max_int_digits() == 4300
+        values = {"d": Decimal("1e999999"), "e": Decimal("1e4300"), "f": Decimal("1e4299")}
+        assert strict_loads(encoding.encode(values)) == {"d": "1E+999999", "e": "1E+4300", "f": 10**4299}
+    finally:
+        if previous is not None:
+            sys.set_int_max_str_digits(previous)
 
 
 # -- decoding for callbacks --------------------------------------------------------------------------------
