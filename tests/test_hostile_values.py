@@ -482,6 +482,7 @@ CASES: dict[str, tuple[Callable[[], Any], Expected, int]] = {
         1,
     ),
     "int key past the limit": (lambda: {BIG: 1}, {"null": 1}, 1),
+    "NaN key": (lambda: {float("nan"): 1, 2.5: 2}, {"null": 1, "2.5": 2}, 1),
     "tuple key holding a hostile value": (lambda: {(1, BadStr()): 1}, {'[1,"<unserialisable BadStr>"]': 1}, 1),
 }
 

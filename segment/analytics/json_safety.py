@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
-import math
 import numbers
 import uuid
 from decimal import Decimal
@@ -269,7 +268,8 @@ def _key(key: Any, level: int) -> str:
     if key is True or key is False or key is None:
         return "true" if key is True else "false" if key is False else "null"
     if cls is float:
-        return float.__repr__(key) if math.isfinite(key) else "null"
+        finite = float_leaf(key)
+        return "null" if finite is None else float.__repr__(finite)
     if cls is int and int_leaf(key) is not None:
         return int.__repr__(key)
     if level >= 2:  # a key whose keys have keys: stop here

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import os
 import re
 import sys
 import threading
@@ -75,6 +76,10 @@ def reset_after_fork() -> None:
     """Replace the module lock in a forked child (another thread may have held it at fork time)."""
     global _warned_lock
     _warned_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=reset_after_fork)
 
 
 def type_name(value: Any) -> str:
