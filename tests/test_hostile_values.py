@@ -738,6 +738,64 @@ def test_dict_mutated_by_another_thread_during_the_call(
     assert errors.errors == []
 
 
+def test_containers_changed_while_being_written_never_crash() -> None:
+    """A list shrunk under the encoder (by another thread, or by a value's own method) must not crash it.
+
+    orjson caches a list's length: with Python code running in the middle of its walk (a ``default``
+    hook), a shrinking list made it read freed memory and crash the process. Run in a child process
+    (with a memory cap) so that a crash fails this test instead of the test run.
+    """
+    script = textwrap.dedent(
+        """
+        import json, resource, sys, threading, time
+        from decimal import Decimal
+        from segment.analytics import encoding
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+        class Shrinker:
+            def __init__(self, target):
+                self.target = target
+            def __str__(self):
+                del self.target[1:]
+                return "shrunk"
+
+        for orjson in (False, True):
+            encoding.use_orjson(orjson)
+            for _ in range(200):  # a value's own method shrinks the list being written
+                target = [Decimal(1)] * 50
+                target.insert(1, Shrinker(target))
+                json.loads(encoding.encode({"v": target}))
+            shared = [Decimal(i) for i in range(200)]
+            stop = threading.Event()
+            def mutate():
+                while not stop.is_set():
+                    del shared[100:]
+                    shared.extend(Decimal(i) for i in range(100))
+            thread = threading.Thread(target=mutate)
+            thread.start()
+            deadline = time.monotonic() + 1.5
+            calls = 0
+            while time.monotonic() < deadline:  # another thread shrinks and grows the list being written
+                json.loads(encoding.encode({"v": shared, "when": calls}))
+                calls += 1
+            stop.set()
+            thread.join()
+            print("orjson" if orjson else "stdlib", calls > 0)
+        """
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=20,  # a hang-guard, not a timing assertion
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.split() == ["stdlib", "True", "orjson", "True"]
+
+
 def _deep_values() -> dict[str, Any]:
     return {
         "nested": nest(300),

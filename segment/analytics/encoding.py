@@ -1,11 +1,12 @@
 """Turning a message into strict JSON bytes, once, and reading it back (delivery.md §2).
 
 ``encode(message)`` is the only entry point the client uses. The fast path is
-one call to the C JSON encoder (or ``orjson`` when it is installed and
-enabled) with a ``default`` hook for the types JSON lacks. If that fails (NaN,
-a non-string key, a cycle, a lone surrogate, nesting deeper than the stack
-allows, a value whose own methods raise), the message is copied into plain
-JSON types by :func:`make_json_safe` and encoded again. ``encode`` never
+one call to ``orjson`` (when it is installed and enabled) for messages made of
+the types it knows, else to the C JSON encoder with a ``default`` hook for the
+types JSON lacks. If that fails (NaN, a non-string key, a cycle, a lone
+surrogate, nesting deeper than the stack allows, a value whose own methods
+raise), the message is copied into plain JSON types by :func:`make_json_safe`
+and encoded again. ``encode`` never
 raises for the data, at any stack depth, in either mode, and both modes give
 the same JSON for the same input. The value conversions live in
 :mod:`segment.analytics.json_safety`; the recursion-free writer and reader in
@@ -69,14 +70,18 @@ def _make_orjson_encoder() -> Optional[Callable[[Any], bytes]]:
         import orjson  # optional extra: pip install segment-analytics-python[fast]
     except ImportError:
         return None
-    # subclasses of str/int/float/dict/list go to the default hook, which reads them as the C encoder does
+    # No ``default`` hook, and datetimes, dataclasses and subclasses of built-in types passed through to it:
+    # orjson refuses them, so it never runs Python code in the middle of its walk. It caches a list's
+    # length, and Python code there (a hook, a value's own methods, another thread taking the GIL) may
+    # shrink the list it is walking: that crashes the process. Whatever orjson refuses goes to the standard
+    # library's encoder, which re-reads sizes and snapshots dict items, and writes the same bytes.
     option = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
     dumps = orjson.dumps
 
     def _encode_orjson(message: Any) -> bytes:
         # orjson's result keeps its growth buffer (about 4 KB for a typical event); the queue keeps an
         # exact-size copy instead
-        return memoryview(dumps(message, default=_default, option=option)).tobytes()
+        return memoryview(dumps(message, option=option)).tobytes()
 
     return _encode_orjson
 
@@ -110,8 +115,8 @@ def encode(message: Any) -> bytes:
     except BaseException:  # noqa: BLE001 - anything a value's own methods raise is data
         pass
     if _fast_encode is not _encode_stdlib:
-        # orjson refused (a non-string key, an int over 64 bits, nesting past 254 levels): the standard
-        # library may still take it as it is, and then the bytes are the same as without orjson
+        # orjson refused (a type it does not know, a non-string key, an int over 64 bits, nesting past 254
+        # levels): the standard library takes it as it is, and the bytes are the same as without orjson
         try:
             return _encode_stdlib(message)
         except KeyboardInterrupt:

@@ -115,8 +115,8 @@ _SEQUENCES = (list, tuple, set, frozenset)
 def default(value: Any) -> Any:
     """JSON ``default`` hook: map one non-JSON value to something JSON can hold; never raises.
 
-    Also receives subclasses of str, int, float, dict and list (orjson's
-    passthrough option), which it reads the way the C encoder does.
+    :func:`make_json_safe` also hands it subclasses of str, int, float, dict,
+    list, tuple and set, which it reads the way the C encoder does.
     """
     try:
         return _convert(value)
