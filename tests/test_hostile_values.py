@@ -667,12 +667,14 @@ def test_hostile_ids_and_mappings(
     assert client.track("u", "Props", BadDict(a=1), context=BadDict(ip="1.2.3.4"), message_id="h3")[0]
     assert client.track("u", "Props", HostileMapping(), message_id="h4")[0]
     assert client.page("u", HostileId("Docs"), HostileId("Intro"), message_id="h5")[0]
+    assert client.identify(HostileUUID(int=1), message_id=HostileUUID(int=2))[0]
     events = delivered(client, api)
     assert (events["h1"]["userId"], events["h1"]["event"]) == ("u-1", "Ev")
     assert events["h2"]["groupId"] == "g-1"
     assert events["h3"]["properties"] == {"a": 1} and events["h3"]["context"]["ip"] == "1.2.3.4"
     assert events["h4"]["properties"] == {}
     assert (events["h5"]["category"], events["h5"]["name"]) == ("Docs", "Intro")
+    assert events[str(uuid.UUID(int=2))]["userId"] == str(uuid.UUID(int=1))
     said = warnings()
     assert len(said) == 2 and any("BadDict" in line for line in said) and any("HostileMapping" in line for line in said)
 

@@ -100,10 +100,11 @@ def _empty(value: Any) -> bool:
 
 def _id_text(field: str, value: Any) -> str:
     """An id as a plain string; one that cannot be written (e.g. an int past the digit limit) is misuse."""
-    if issubclass(type(value), str):
+    cls = type(value)
+    if issubclass(cls, str):
         return str.__str__(value)
     try:
-        return str.__str__(str(value))
+        return str.__str__(uuid.UUID.__str__(value) if issubclass(cls, uuid.UUID) else str(value))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001
