@@ -650,6 +650,20 @@ def test_hostile_timestamp_argument_is_data_not_misuse(name: str, timestamp_tabl
     assert len(said) == warning_count, said
 
 
+class HashlessMeta(type):
+    """A metaclass that breaks the ABC checks (they hash the class)."""
+
+    def __hash__(cls) -> int:
+        raise RuntimeError("hash")
+
+    def __eq__(cls, other: object) -> bool:
+        raise RuntimeError("eq")
+
+
+class Hashless(metaclass=HashlessMeta):
+    pass
+
+
 class UnprintableNumber:
     def __str__(self) -> str:
         raise RuntimeError("str")
@@ -691,6 +705,9 @@ def test_hostile_ids_and_mappings(
         (lambda c: c.track("u", "e", BadClass()), "properties"),
         (lambda c: c.track("u", "e", timestamp=BadClass()), "timestamp"),
         (lambda c: c.track("u", BadClass()), "event"),
+        (lambda c: c.track(Hashless(), "e"), "user_id"),
+        (lambda c: c.track("u", "e", Hashless()), "properties"),
+        (lambda c: c.track("u", "e", context=Hashless()), "context"),
     ],
 )
 def test_ids_that_cannot_be_written_are_misuse(call: Callable[[Client], Any], field: str) -> None:

@@ -86,12 +86,17 @@ def format_timestamp(value: Any) -> str:
         return str(value.replace(tzinfo=_dt.timezone.utc).isoformat(timespec="milliseconds"))
 
 
+def _is_a(cls: type[Any], kinds: Any) -> bool:
+    """``issubclass(cls, kinds)``, False when an ABC check meets a type whose metaclass raises."""
+    try:
+        return issubclass(cls, kinds)
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _is_id(value: Any) -> bool:
     cls: type[Any] = type(value)
-    try:
-        return cls is not bool and issubclass(cls, (str, numbers.Number, uuid.UUID))
-    except Exception:  # noqa: BLE001 - a type whose metaclass raises is not an id
-        return False
+    return cls is not bool and _is_a(cls, (str, numbers.Number, uuid.UUID))
 
 
 def _empty(value: Any) -> bool:
@@ -163,7 +168,7 @@ def mapping(field: str, value: Any) -> dict[str, Any]:
     cls = type(value)
     if cls is dict:
         return cast(dict[str, Any], value)
-    if not issubclass(cls, Mapping):
+    if not _is_a(cls, Mapping):
         raise ArgumentError(field, f"{field} must be a dict, got {type_name(value)}")
     try:
         copied: dict[str, Any] = dict(value)
