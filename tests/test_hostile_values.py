@@ -351,6 +351,29 @@ class HostileMapping(collections.abc.Mapping):  # type: ignore[type-arg]
         raise RuntimeError("len")
 
 
+class ListProxy:
+    """Pretends to be a list, as lazy-object proxies do, but its iteration raises."""
+
+    __class__ = list  # type: ignore[assignment]
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("iter")
+
+
+class DictProxy:
+    __class__ = dict  # type: ignore[assignment]
+
+    def items(self) -> Any:
+        raise RuntimeError("items")
+
+
+class WorkingListProxy:
+    __class__ = list  # type: ignore[assignment]
+
+    def __iter__(self) -> Any:
+        return iter([1, 2])
+
+
 class NamelessMeta(type):
     @property
     def __name__(cls) -> str:  # type: ignore[override]
@@ -469,6 +492,9 @@ CASES: dict[str, tuple[Callable[[], Any], Expected, int]] = {
     "tuple subclass whose __iter__ raises": (lambda: BadTuple((1, 2)), [1, 2], 1),
     "set subclass whose __iter__ raises": (lambda: BadSet({1}), [1], 1),
     "list of hostile containers": (lambda: [BadList([1]), BadList([2])], [[1], [2]], 1),
+    "proxy pretending to be a list, __iter__ raises": (lambda: ListProxy(), [], 1),
+    "proxy pretending to be a dict, items() raises": (lambda: DictProxy(), {}, 1),
+    "proxy pretending to be a list": (lambda: WorkingListProxy(), [1, 2], 0),
     "dict that contains itself": (_self_dict, {"name": "loop", "self": None}, 1),
     "list that contains itself": (_self_list, [1, None], 1),
     "hostile dict subclass that contains itself": (_self_bad_dict, {"a": 1, "self": None}, 2),

@@ -56,8 +56,7 @@ def _snapshot(read: Callable[[Any], Iterable[Any]], value: Any) -> list[Any]:
         except RuntimeError as exc:  # "changed size during iteration": another thread is writing to it
             if isinstance(exc, RecursionError):
                 raise
-            continue
-        except BaseException as exc:  # noqa: BLE001 - e.g. a proxy object that only pretends to be a dict
+        except BaseException as exc:  # noqa: BLE001 - not a built-in container after all
             reraise_control(exc)
             break
     name = type_name(value)
@@ -65,9 +64,14 @@ def _snapshot(read: Callable[[Any], Iterable[Any]], value: Any) -> list[Any]:
     return []
 
 
-def _own_reader_failed(value: Any, method: str) -> None:
+def _own_reader_failed(value: Any, method: str, base: Optional[type]) -> list[Any]:
+    """What is sent for a container whose own ``items()``/``__iter__`` raised: what it stores (one warning)."""
     name = type_name(value)
+    if base is None:  # a proxy that only pretends to be a container: nothing stored to read
+        warn_once("read:" + name, "%s.%s() raised; sent empty", name, method)
+        return []
     warn_once("read:" + name, "%s.%s() raised; its stored items are sent", name, method)
+    return _snapshot(_STORED[base], value)
 
 
 def stored_items(value: dict[Any, Any]) -> list[Any]:
@@ -77,13 +81,14 @@ def stored_items(value: dict[Any, Any]) -> list[Any]:
 
 def dict_items(value: dict[Any, Any]) -> list[Any]:
     """A dict's items as the C encoder reads them: ``items()`` for a subclass, the stored items if it raises."""
-    if type(value) is not dict:
-        try:
-            return [(key, item) for key, item in value.items()]
-        except BaseException as exc:  # noqa: BLE001 - hostile items(): read what the dict stores
-            reraise_control(exc)
-            _own_reader_failed(value, "items")
-    return stored_items(value)
+    cls = type(value)
+    if cls is dict:
+        return stored_items(value)
+    try:
+        return [(key, item) for key, item in value.items()]
+    except BaseException as exc:  # noqa: BLE001 - hostile items(): read what the dict stores
+        reraise_control(exc)
+    return _own_reader_failed(value, "items", dict if issubclass(cls, dict) else None)
 
 
 def sequence_items(value: Any) -> list[Any]:
@@ -99,14 +104,19 @@ def sequence_items(value: Any) -> list[Any]:
         return [item for item in value]
     except BaseException as exc:  # noqa: BLE001 - hostile __iter__: read what the container stores
         reraise_control(exc)
-        _own_reader_failed(value, "__iter__")
-    for base in (list, tuple, set, frozenset):
-        if isinstance(value, base):
-            return _snapshot(base.__iter__, value)
-    return []
+    base = next((kind for kind in _SEQUENCES if issubclass(cls, kind)), None)
+    return _own_reader_failed(value, "__iter__", base)
 
 
 _SEQUENCES = (list, tuple, set, frozenset)
+#: How to read what a container of each built-in type stores, without its subclass's methods.
+_STORED: dict[type, Callable[[Any], Iterable[Any]]] = {
+    dict: dict.items,
+    list: list.__iter__,
+    tuple: tuple.__iter__,
+    set: set.__iter__,
+    frozenset: frozenset.__iter__,
+}
 
 
 # -- one value -----------------------------------------------------------------------------------------
