@@ -818,7 +818,7 @@ def test_containers_changed_while_being_written_never_crash() -> None:
                     shared.extend(Decimal(i) for i in range(100))
             thread = threading.Thread(target=mutate)
             thread.start()
-            deadline = time.monotonic() + 1.0
+            deadline = time.monotonic() + 0.6
             calls = 0
             while time.monotonic() < deadline:  # another thread shrinks and grows the list being written
                 json.loads(encoding.encode({"v": shared, "when": calls}))
