@@ -379,3 +379,10 @@ def test_an_ssl_context_error_is_not_a_timeout(serve: Servers, transports: Any, 
     assert info.value.kind == "tls"
     assert time.monotonic() - started < GUARD
     assert isinstance(info.value.cause, (requests.exceptions.SSLError, ssl.SSLError))
+
+
+def test_a_requests_style_timeout_pair_bounds_the_request_by_its_sum(serve: Servers, transports: Any) -> None:
+    """``request.post`` (analytics-python's) hands ``requests``-style timeouts to the transport."""
+    server = serve(dripping(b"", HEAD + b"Content-Length: 2\r\n\r\n{}"))
+    assert timed_out(transports(server.url, timeout=(0.1, 0.15))) < GUARD
+    assert transports(serve(keep_alive).url, timeout=None).post(BODY, HEADERS).status == 200

@@ -147,6 +147,8 @@ class Transport:
     ``CURL_CA_BUNDLE``) is read here, once, the way ``requests`` reads it for each request: explicit
     ``proxies`` first, then the environment's proxy for the scheme unless ``NO_PROXY`` (or a
     ``"no_proxy"`` key of ``proxies``) covers the host. Later changes to the environment are not seen.
+    ``timeout`` may also be what ``requests`` takes (``analytics-python``'s ``request.post`` passes it
+    on): a ``(connect, read)`` pair bounds the whole request by their sum, ``None`` leaves it unbounded.
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class Transport:
     ) -> None:
         self.url = batch_url(host)
         self.timeout = timeout
+        self._whole = _whole_request_timeout(timeout)
         self._session = requests.Session()
         settings = _environment_settings(self._session, self.url, proxies)
         # never read the environment (or ~/.netrc, which would replace the Authorization header) again
@@ -181,7 +184,8 @@ class Transport:
         ``Session.request`` would merge settings, look up proxies and cookies on every call. Redirects
         are not followed (a 3xx is a final answer).
         """
-        deadline.start(self.timeout)
+        if self._whole is not None:
+            deadline.start(self._whole)
         try:
             request = requests.PreparedRequest()
             request.prepare(method="POST", url=self.url, headers=headers, data=body)
@@ -200,6 +204,17 @@ class Transport:
     def close(self) -> None:
         """Close pooled connections."""
         self._session.close()
+
+
+def _whole_request_timeout(timeout: Any) -> Optional[float]:
+    """Seconds for a whole request: ``timeout``, or connect + read for a ``requests``-style pair; ``None``: no bound."""
+    parts = timeout if isinstance(timeout, tuple) else (timeout,)
+    if any(part is None for part in parts):
+        return None
+    try:
+        return float(sum(parts))
+    except TypeError:
+        return None
 
 
 def _environment_settings(session: requests.Session, url: str, proxies: Optional[Mapping[str, str]]) -> dict[str, Any]:
@@ -235,6 +250,9 @@ def _read_body(answer: requests.Response) -> bytes:
         while size <= MAX_BODY:
             chunk = raw.read(_CHUNK, decode_content=False)
             if not chunk:
+                short = getattr(raw, "length_remaining", None)
+                if short:  # urllib3 1.26 does not hold a body to its Content-Length
+                    raise urllib3.exceptions.ProtocolError(f"response ended {short} bytes before its Content-Length")
                 complete = True
                 break
             chunks.append(chunk)
