@@ -6,8 +6,8 @@
   (keep-alive aware), :func:`drip` sends bytes slowly. Everything stops on :meth:`Server.close`.
 * :class:`Proxy` is a forward proxy: absolute-form requests are answered by a handler (so it can
   drip like an origin) and ``CONNECT`` is tunnelled to the target (or answered by a handler).
-* :func:`certificate` makes a self-signed certificate for ``127.0.0.1`` (``cryptography``, else the
-  ``openssl`` binary) to use as a CA bundle.
+* :func:`certificate` makes a CA and a certificate for ``127.0.0.1`` it signed (``cryptography``, else
+  a self-signed one with the ``openssl`` binary).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import pytest
 
@@ -219,18 +219,26 @@ def _pump(source: socket.socket, target: socket.socket, stop: threading.Event) -
         pass
 
 
-def certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (``cert.pem``, ``key.pem``) that can serve as a CA bundle."""
-    cert, key = directory / "cert.pem", directory / "key.pem"
+class TLSFiles(NamedTuple):
+    """A CA bundle to trust, and the server's certificate chain and key, for 127.0.0.1."""
+
+    bundle: Path
+    chain: Path
+    key: Path
+
+
+def certificate(directory: Path) -> TLSFiles:
+    """A CA and a server certificate for 127.0.0.1 it signed (``cryptography``, else the ``openssl`` binary)."""
+    files = TLSFiles(directory / "ca.pem", directory / "chain.pem", directory / "key.pem")
     try:
-        _certificate_with_cryptography(cert, key)
+        _certificates_with_cryptography(files)
     except ImportError:
         try:
             subprocess.run(
                 [
                     *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
                     *("-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
-                    *("-keyout", str(key), "-out", str(cert)),
+                    *("-keyout", str(files.key), "-out", str(files.chain)),
                 ],
                 check=True,
                 capture_output=True,
@@ -238,45 +246,58 @@ def certificate(directory: Path) -> tuple[Path, Path]:
             )
         except (OSError, subprocess.SubprocessError):
             pytest.skip("neither cryptography nor openssl is available to make a certificate")
-    return cert, key
+        files.bundle.write_bytes(files.chain.read_bytes())
+    return files
 
 
-def _certificate_with_cryptography(cert_path: Path, key_path: Path) -> None:
+def _certificates_with_cryptography(files: TLSFiles) -> None:
     import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .add_extension(ski, False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+
+    def build(subject: str, key: Any, issuer: str, issuer_key: Any, ca: bool) -> Any:
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
+            .add_extension(ski, False)
+            .add_extension(aki, False)
+        )
+        if ca:
+            usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+            builder = builder.add_extension(usage, True)
+        else:
+            address = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+            builder = builder.add_extension(x509.SubjectAlternativeName([address]), False)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("segment-analytics test CA", ca_key, "segment-analytics test CA", ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = build("127.0.0.1", key, "segment-analytics test CA", ca_key, False)
+    pem = serialization.Encoding.PEM
+    files.bundle.write_bytes(ca.public_bytes(pem))
+    files.chain.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    files.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
-def server_context(files: tuple[Path, Path]) -> ssl.SSLContext:
+def server_context(files: TLSFiles) -> ssl.SSLContext:
     """A server-side TLS context for :class:`Server`."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(files[0]), str(files[1]))
+    context.load_cert_chain(str(files.chain), str(files.key))
     return context
 
 
