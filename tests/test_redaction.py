@@ -10,6 +10,7 @@ The encoded forms are computed here, independently of the library's own list.
 from __future__ import annotations
 
 import base64
+import gzip
 import html
 import io
 import json
@@ -230,13 +231,21 @@ def test_a_key_in_an_unparsable_retry_after_is_redacted(serve: Servers, logs: Lo
         ("a cut after many keys", lambda key: (key * 200 + "!" + key).encode()),
         ("the 1 MiB cap", lambda key: b" " * (MAX_BODY - 5) + key.encode()),
         ("the 1 MiB cap in JSON", lambda key: b" " * (MAX_BODY - 9) + json.dumps(key).encode()),
+        ("the 1 MiB cap once inflated", lambda key: b" " * (MAX_BODY - 5) + key.encode() + b" " * 5000),
     ],
 )
 def test_a_key_straddling_a_truncation_point_is_not_half_shown(
     name: str, body: Callable[[str], bytes], serve: Servers, logs: LogCapture
 ) -> None:
     key = KEYS[0]
-    server = serve(answering(lambda headers, _: http("401 Unauthorized", body(key))))
+    gzipped = "inflated" in name
+    encoding = {"Content-Encoding": "gzip"} if gzipped else {}
+
+    def answer(headers: dict[str, str], _: bytes) -> bytes:
+        data = body(key)
+        return http("401 Unauthorized", gzip.compress(data) if gzipped else data, encoding)
+
+    server = serve(answering(answer))
     errors = Errors()
     run_client(server.url, errors, key)
     assert len(errors.got) == 1

@@ -290,10 +290,13 @@ def _inflate(data: bytes, encoding: str) -> bytes:
     else:
         return data
     for wbits in attempts:
+        inflater = zlib.decompressobj(wbits)
         try:
-            return zlib.decompressobj(wbits).decompress(data, MAX_BODY)
+            inflated = inflater.decompress(data, MAX_BODY)
         except zlib.error:
             continue
+        # cut short (by the cap, or a stream that stops early): no half secret at the end
+        return inflated if inflater.eof else trim_partial_secret(inflated)
     return data
 
 
