@@ -330,12 +330,12 @@ def _with_oauth(policy: RetryPolicy, oauth: bool) -> RetryPolicy:
 
 def _describe(response: Response) -> str:
     """``HTTP <status>: <start of the body>``, with secrets redacted before the body is cut."""
-    text = redact(response.body[:4096].decode("utf-8", "replace")).strip()
+    text = redact(response.body.decode("utf-8", "replace")).strip()
     return f"HTTP {response.status}" + (f": {text[:200]}" if text else "")
 
 
 def _redacted(response: Response) -> Response:
-    return Response(response.status, response.headers, redact(response.body.decode("utf-8", "replace")).encode())
+    return response.redacted()
 
 
 def _plain_sleep(seconds: float) -> bool:
