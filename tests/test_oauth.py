@@ -31,6 +31,7 @@ class TokenServer:
     def __init__(self) -> None:
         self.forms: list[dict[str, str]] = []
         self.status = 200  # what the endpoint answers
+        self.script: list[int] = []  # answered first, one per request
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,9 +40,10 @@ class TokenServer:
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 owner.forms.append(form | {"_path": self.path})
                 body = json.dumps({"access_token": f"token-{len(owner.forms)}", "expires_in": 3600}).encode()
-                if owner.status != 200:
+                status = owner.script.pop(0) if owner.script else owner.status
+                if status != 200:
                     body = json.dumps({"error": "invalid_client", "echo": form.get("client_assertion")}).encode()
-                self.send_response(owner.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -174,11 +176,10 @@ def test_a_transient_token_endpoint_failure_spends_the_batch_retry_budget(
 def test_the_token_endpoint_recovering_delivers(
     api: MockTrackingAPI, token_server: TokenServer, key_pair: tuple[str, Any], errors: ErrorLog
 ) -> None:
-    token_server.status = 503
+    token_server.script = [503]
     client = oauth_client(api, token_server, key_pair[0], errors)
     try:
         client.track("u", "e")
-        threading.Timer(0.2, lambda: setattr(token_server, "status", 200)).start()
         assert client.flush(timeout=10) == 0
     finally:
         client.shutdown(timeout=2)
