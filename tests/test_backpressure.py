@@ -260,6 +260,55 @@ def test_a_callback_on_the_consumer_thread_never_waits_on_itself(
     assert sorted(api.message_ids()) == ["m0", "m1"]
 
 
+def test_an_on_error_that_tracks_again_never_waits_for_room(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = Gate()
+    retracked: list[bool] = []
+    box: list[Client] = []
+    calls: list[str] = []
+
+    def on_error(exc: BaseException, events: list[dict[str, Any]]) -> None:
+        calls.append(events[0]["messageId"])
+        if len(calls) == 1:  # a naive "try again", once: on the caller's thread, inside the refusal
+            retracked.append(box[0].track("u", "again", message_id="again")[0])
+
+    client = held_client(make_client, gate, block_timeout=0.2, on_error=on_error)
+    box.append(client)
+    waits: list[bytes] = []
+    real_put_wait = client.queue.put_wait
+
+    def counting_put_wait(item: bytes, timeout: float) -> bool:
+        waits.append(item)
+        return real_put_wait(item, timeout)
+
+    monkeypatch.setattr(client.queue, "put_wait", counting_put_wait)
+    assert client.track("u", "refused", message_id="r")[0] is False
+    assert retracked == [False] and len(waits) == 1  # the callback's call was refused without a second wait
+    assert calls == ["r", "again"]
+    gate.open.set()
+    assert client.flush(timeout=GUARD) == 0
+    law(client)
+
+
+def test_an_on_error_that_tracks_again_for_ever_ends_and_counts_every_event(
+    make_client: Callable[..., Client],
+) -> None:
+    box: list[Client] = []
+
+    def on_error(exc: BaseException, events: list[dict[str, Any]]) -> None:
+        box[0].track("u", "again")  # recursion, ended by the interpreter's limit (logged, ignored)
+
+    for on_full in ("drop_new", "drop_oldest", "block"):
+        client = make_client(on_full=on_full, max_queue_size=2, block_timeout=0.05, on_error=on_error)
+        box[:] = [client]
+        client.join()
+        results = [client.track("u", "e")[0] for _ in range(3)]
+        assert results[:2] == [True, True]
+        law(client)
+        assert client.shutdown(timeout=GUARD) <= 3
+
+
 @pytest.mark.parametrize("library", ["gevent", "eventlet"])
 def test_a_blocked_caller_yields_to_the_hub(library: str, api: MockTrackingAPI) -> None:
     patch = (

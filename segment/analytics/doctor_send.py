@@ -113,16 +113,17 @@ _KEPT_HEADERS = frozenset({"retry-after", "location", "content-type", "server", 
 
 
 def _read_error_responses(result: TestEvent, body: bytes) -> None:
-    if b"errorResponses" not in body:
+    """The test event's own status in a 2xx ``errorResponses``, read as the client reads it."""
+    verdicts, _ = wire.error_responses(body, 1)
+    if not verdicts or 0 not in verdicts:
         return
+    result.event_status = verdicts[0]
     try:
-        entries = encoding.decode(body).get("errorResponses")
-    except Exception:  # noqa: BLE001 - an unreadable 2xx body delivers the batch, as in the client
-        return
-    for entry in entries if isinstance(entries, list) else []:
-        if isinstance(entry, dict) and entry.get("index") == 0 and type(entry.get("status")) is int:
-            result.event_status = entry["status"]
-            result.event_message = redact(str(entry.get("message", "")))[:200]
+        entries = encoding.decode(body)["errorResponses"]
+        said = next(e.get("message", "") for e in entries if isinstance(e, dict) and e.get("index") == 0)
+    except Exception:  # noqa: BLE001 - the message is a nicety; the status was read above
+        said = ""
+    result.event_message = redact(str(said))[:200]
 
 
 _NETWORK_ADVICE = {

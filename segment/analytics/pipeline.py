@@ -73,6 +73,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._exiting = False
         self._drained = False
+        self._local = threading.local()  # callbacks running on this thread (a callback never blocks on a full queue)
         self._build()
         self.state = State.RUNNING if self._sending else State.STOPPED
         if self.state is State.RUNNING:
@@ -221,12 +222,15 @@ class Pipeline:
         else:
             self._call(callback, error, messages)
 
-    @staticmethod
-    def _call(callback: Callable[..., Any], *args: Any) -> None:
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        local = self._local
+        local.callbacks = getattr(local, "callbacks", 0) + 1
         try:
             callback(*args)
         except (Exception, SystemExit):
             log.exception("exception raised by the %s callback (ignored)", _name(callback))
+        finally:
+            local.callbacks -= 1
 
     # -- the calls' side ------------------------------------------------------
 
@@ -241,14 +245,15 @@ class Pipeline:
     def _put_when_full(self, data: bytes) -> bool:
         """The queue was full: apply ``on_full``; whether ``data`` was queued after all.
 
-        ``block`` never waits on a consumer thread (a callback that tracks would wait for itself),
-        at exit, or when no consumer runs to make room; shutdown and ``join()`` wake the waiters.
+        ``block`` never waits in a callback or on a consumer thread (it could wait for itself), at exit,
+        or when no consumer runs to make room; shutdown and ``join()`` wake the waiters.
         """
         on_full = self.config.on_full
         if on_full == "drop_new" or self.buffer.sealed:
             return False
         if on_full == "block":
-            if self._on_consumer_thread() or self._exiting or not self._alive():
+            in_callback: int = getattr(self._local, "callbacks", 0)
+            if in_callback or self._exiting or self._on_consumer_thread() or not self._alive():
                 return False
             return self.buffer.put_wait(data, self.config.block_timeout)
         evicted = self.buffer.put_evicting(data)
