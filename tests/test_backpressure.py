@@ -356,6 +356,24 @@ def test_a_blocked_caller_yields_to_the_hub(library: str, api: MockTrackingAPI) 
     assert len(api.events()) == 2000
 
 
+def test_block_with_a_spool_stages_at_the_writers_pace_and_loses_none(tmp_path: Path) -> None:
+    with MockTrackingAPI(record=False) as api:
+        client = Client(
+            WRITE_KEY,
+            host=api.url,
+            storage=str(tmp_path / "spool"),
+            on_full="block",
+            max_queue_size=50,
+            upload_size=200,
+        )
+        results = [client.track(anonymous_id="a", event="e")[0] for _ in range(20_000)]
+        assert client.flush(timeout=60) == 0
+        stats = client.stats()
+        client.shutdown(timeout=GUARD)
+        assert results.count(False) == 0 and stats["dropped"] == 0
+        assert stats["delivered"] == api.event_count() == 20_000
+
+
 def test_a_million_events_from_a_tight_loop_with_block_lose_none() -> None:
     """A bulk loop with ``block`` runs at delivery speed and loses nothing (its wall time is printed)."""
     n = 1_000_000

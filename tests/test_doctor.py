@@ -264,6 +264,15 @@ def test_trusting_the_certificate_shows_it_and_delivers(
     assert status == 1 and check(report, "CA bundle")["status"] == "fail"
 
 
+def test_https_to_a_plain_http_server_is_a_tls_failure(
+    capsys: pytest.CaptureFixture[str], api: MockTrackingAPI
+) -> None:
+    status, report = run_json(capsys, "--write-key", KEY, "--host", api.url.replace("http://", "https://"))
+    assert status == 1
+    assert check(report, "TCP")["status"] == "ok" and check(report, "TLS")["status"] == "fail"
+    assert report["test_event"]["kind"] == "tls"
+
+
 # -- configuration, --no-send, --json, the key --------------------------------------------------------
 
 
@@ -482,6 +491,28 @@ def test_an_ordinary_fork_is_fine_and_drops_are_shown(api: MockTrackingAPI) -> N
     )
     assert report["child"][0] == "ok" and report["child"][1].startswith("client 1: forked, 0 consumer(s) alive")
     assert report["parent"][0] == "warn" and report["parent"][1].endswith("1 dropped (1 queue_full)")
+
+
+def test_a_key_with_spaces_around_it_is_warned_about(capsys: pytest.CaptureFixture[str], api: MockTrackingAPI) -> None:
+    api.set_default(Reply(401))
+    status, report = run_json(capsys, "--write-key", f" {KEY}\n", "--host", api.url)
+    assert check(report, "write key")["status"] == "warn" and "spaces" in check(report, "write key")["summary"]
+    assert status == 1 and report["verdict"]["side"] == "key"
+
+
+def test_whatever_the_server_says_reaches_an_ascii_terminal(api: MockTrackingAPI) -> None:
+    api.set_default(Reply(400, body={"message": "clé refusée \u2603 " + KEY}))
+    for extra in ([], ["--json"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "segment.analytics", "doctor", "--host", api.url, "--write-key", KEY, *extra],
+            capture_output=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(ROOT), PYTHONIOENCODING="ascii"),
+        )
+        assert done.returncode == 1, done.stderr
+        out = done.stdout.decode("ascii")
+        assert "the payload is rejected" in (json.loads(out)["verdict"]["title"] if extra else out)
+        assert KEY not in out and b"Traceback" not in done.stderr
 
 
 def test_the_command_line_dispatch(api: MockTrackingAPI) -> None:

@@ -293,3 +293,34 @@ def test_pending_drops_are_logged_at_interpreter_exit() -> None:
     assert re.match(r"WARNING segment: dropped 47 events in the last \d+ s: 47 queue_full$", warnings[1])
     assert len(warnings) == 2
     assert "exit-summary-key" not in done.stderr
+
+
+def test_no_thread_to_be_had_never_reaches_the_caller(lines: Lines) -> None:
+    clock = FakeClock()
+
+    def no_threads(delay: float, callback: Callable[[], None]) -> FakeTimer.Handle:
+        raise RuntimeError("can't start new thread")
+
+    drops = DropSummary(clock=clock, timer=no_threads)
+    for _ in range(3):
+        drops.add("queue_full")  # never raises
+    assert len(lines.warnings()) == 1 and drops.pending() == {("queue_full", None): 2}
+    clock.now += 60
+    drops.add("queue_full")
+    assert lines.warnings()[-1].startswith("segment: dropped 3 events in the last 60 s: 3 queue_full")
+
+
+def test_a_client_that_cannot_start_the_timer_still_accepts_calls(
+    lines: Lines, api: MockTrackingAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Client(WRITE_KEY, host=api.url, max_queue_size=1)
+    client.join()
+    client._pipeline.drops.restart()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Timer, "start", refuse)
+    assert [client.track("u", "e")[0] for _ in range(5)] == [True, False, False, False, False]
+    client.shutdown(timeout=5)
+    assert lines.warnings()[-1].startswith("segment: dropped 3 events in the last ")

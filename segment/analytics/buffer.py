@@ -51,6 +51,7 @@ class EventBuffer:
     ) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self._put_limit = capacity  # 0 once sealed: one comparison refuses both a full and a sealed buffer
         self._items: deque[bytes] = deque()
         self._bytes = 0  # total length of the queued events
         self._lock = threading.Lock()
@@ -109,13 +110,13 @@ class EventBuffer:
 
     def put(self, item: bytes) -> bool:
         """Append an event; ``False`` when the buffer is full (by count or bytes) or sealed. Never blocks."""
-        size = len(item)
         with self._lock:
             items = self._items
-            if len(items) >= self.capacity or self._bytes + size > self.max_bytes or self._sealed:
+            total = self._bytes + len(item)
+            if len(items) >= self._put_limit or total > self.max_bytes:
                 return False
             items.append(item)
-            self._bytes += size
+            self._bytes = total
             self.put_total += 1
             if self._waiting and (len(items) == 1 or len(items) >= self._wake_at):
                 self._cond.notify()
@@ -302,6 +303,7 @@ class EventBuffer:
         """Refuse every later :meth:`put`; returns the flush mark covering everything accepted before."""
         with self._cond:
             self._sealed = True
+            self._put_limit = 0
             self._room.notify_all()
         return self.request_flush()
 

@@ -170,7 +170,7 @@ def render_text(report: Report) -> str:
 
 def render_json(report: Report) -> str:
     """The report as one JSON object."""
-    return str(_scrub(json.dumps(report.to_dict(), ensure_ascii=False), report.secrets)) + "\n"
+    return str(_scrub(json.dumps(report.to_dict()), report.secrets)) + "\n"
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -207,7 +207,9 @@ def run_command(args: argparse.Namespace) -> int:
     """The ``doctor`` command's handler: print the report, return the exit status."""
     key = args.write_key
     report = diagnose(key, args.host, send=not args.no_send, timeout=args.timeout)
-    sys.stdout.write(render_json(report) if args.json else render_text(report))
+    text = render_json(report) if args.json else render_text(report)
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))  # whatever a server said
     sys.stdout.flush()
     return report.exit_status
 

@@ -106,8 +106,11 @@ class DropSummary:
             else:
                 line = None
                 if not self._stopped:
-                    self._armed = True
-                    self._timer = self._start_timer(last + self.interval - now, self._fire)
+                    try:
+                        self._timer = self._start_timer(last + self.interval - now, self._fire)
+                        self._armed = True
+                    except Exception:  # noqa: BLE001 - no thread to be had (exit, limits): the next drop logs
+                        self._timer = None
         if line:
             every = "a minute" if self.interval == DEFAULT_INTERVAL else f"every {self.interval:g} s"
             self._emit(f"{line} (later drops are summarised here at most once {every})")
@@ -130,7 +133,7 @@ class DropSummary:
             self._armed = False
             self._timer = None
             now = self._clock()
-            line = self._take_locked(now, now - (self._last_logged or now))
+            line = self._take_locked(now, None if self._last_logged is None else now - self._last_logged)
         if line:
             self._emit(line)
 
@@ -138,7 +141,8 @@ class DropSummary:
         """Log what is pending now, whatever the rate (shutdown, interpreter exit)."""
         with self._lock:
             now = self._clock()
-            window = now - (self._last_logged if self._last_logged is not None else (self._since or now))
+            start = self._last_logged if self._last_logged is not None else self._since
+            window = None if start is None else now - start
             line = self._take_locked(now, window)
         if line:
             self._emit(line)
