@@ -53,7 +53,7 @@ class EventBuffer:
         self.max_bytes = max_bytes
         self._put_limit = capacity  # 0 once sealed: one comparison refuses both a full and a sealed buffer
         self._items: deque[bytes] = deque()
-        self._bytes = 0  # total length of the queued events
+        self._free = max_bytes  # max_bytes minus the total length of the queued events
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # consumers wait here for events
         self._room = threading.Condition(self._lock)  # blocked producers wait here for room
@@ -92,7 +92,7 @@ class EventBuffer:
     @property
     def nbytes(self) -> int:
         """Bytes of the events waiting in the queue (bounded by ``max_bytes``)."""
-        return self._bytes
+        return self.max_bytes - self._free
 
     def requeue_front(self, items: list[bytes]) -> None:
         """Put events a stopped consumer could not send back at the front, in order.
@@ -104,7 +104,7 @@ class EventBuffer:
             return
         with self._cond:
             self._items.extendleft(reversed(items))
-            self._bytes += sum(len(item) for item in items)
+            self._free -= sum(len(item) for item in items)
             self._taken_total -= len(items)
             self._cond.notify_all()
 
@@ -112,18 +112,18 @@ class EventBuffer:
         """Append an event; ``False`` when the buffer is full (by count or bytes) or sealed. Never blocks."""
         with self._lock:
             items = self._items
-            total = self._bytes + len(item)
-            if len(items) >= self._put_limit or total > self.max_bytes:
+            free = self._free - len(item)
+            if free < 0 or len(items) >= self._put_limit:
                 return False
             items.append(item)
-            self._bytes = total
+            self._free = free
             self.put_total += 1
             if self._waiting and (len(items) == 1 or len(items) >= self._wake_at):
                 self._cond.notify()
         return True
 
     def _fits_locked(self, size: int) -> bool:
-        return len(self._items) < self.capacity and self._bytes + size <= self.max_bytes
+        return len(self._items) < self.capacity and size <= self._free
 
     def put_wait(self, item: bytes, timeout: float) -> bool:
         """Append an event, waiting up to ``timeout`` seconds for room.
@@ -169,7 +169,7 @@ class EventBuffer:
             items = self._items
             while items and not self._fits_locked(size):
                 old = items.popleft()
-                self._bytes -= len(old)
+                self._free += len(old)
                 evicted.append(old)
             if evicted:
                 self._taken_total += len(evicted)  # they left the queue: a flush mark may count them
@@ -180,7 +180,7 @@ class EventBuffer:
     def _append_locked(self, item: bytes, size: int) -> None:
         items = self._items
         items.append(item)
-        self._bytes += size
+        self._free -= size
         self.put_total += 1
         if self._waiting and (len(items) == 1 or len(items) >= self._wake_at):
             self._cond.notify()
@@ -219,7 +219,7 @@ class EventBuffer:
                         break
                     batch.append(items.popleft())
                     lease.size += item_size
-                    self._bytes -= item_size - 1
+                    self._free += item_size - 1
                     self._taken_total += 1
                 if self._blocked and batch:
                     self._room.notify_all()
@@ -256,7 +256,7 @@ class EventBuffer:
         with self._cond:
             items = list(self._items)
             self._items.clear()
-            self._bytes = 0
+            self._free = self.max_bytes
             self._taken_total += len(items)
             self._cond.notify_all()
             self._room.notify_all()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import sys
@@ -205,8 +206,15 @@ def _seconds(text: str) -> float:
 
 def run_command(args: argparse.Namespace) -> int:
     """The ``doctor`` command's handler: print the report, return the exit status."""
-    key = args.write_key
-    report = diagnose(key, args.host, send=not args.no_send, timeout=args.timeout)
+    logger = logging.getLogger("segment")  # the report says it all: no stray log lines on the terminal
+    quiet = logging.NullHandler()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(quiet)
+    try:
+        report = diagnose(args.write_key, args.host, send=not args.no_send, timeout=args.timeout)
+    finally:
+        logger.removeHandler(quiet)
+        logger.propagate = propagate
     text = render_json(report) if args.json else render_text(report)
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
     sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))  # whatever a server said

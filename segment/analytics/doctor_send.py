@@ -9,6 +9,7 @@ outcome of the client's first attempt.
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -17,7 +18,7 @@ from segment.analytics import encoding, message, wire
 from segment.analytics.auth import BasicAuth
 from segment.analytics.logs import redact
 from segment.analytics.retry import RETRY, classify_status, parse_retry_after
-from segment.analytics.transport import NetworkError, Transport
+from segment.analytics.transport import NetworkError, Transport, _exception_chain
 
 __all__ = ["TEST_EVENT_NAME", "TestEvent", "Verdict", "send_test_event", "verdict_for"]
 
@@ -91,7 +92,7 @@ def send_test_event(write_key: str, host: Optional[str], timeout: float) -> Test
         response = transport.post(body, headers)
     except NetworkError as exc:
         result.kind = exc.kind
-        result.error = redact(f"{type(exc.cause).__name__}: {exc.cause}")[:500]
+        result.error = redact(_root_cause(exc.cause))[:300]
         return result
     except Exception as exc:  # noqa: BLE001 - e.g. a malformed URL the transport refused up front
         result.kind = "configuration"
@@ -107,6 +108,18 @@ def send_test_event(write_key: str, host: Optional[str], timeout: float) -> Test
     if 200 <= response.status <= 299:
         _read_error_responses(result, response.body)
     return result
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The most telling part of a network failure: the OS error or TLS reason under ``requests``' wrapping."""
+    for error in _exception_chain(exc):
+        if isinstance(error, ssl.SSLError) and error.reason:
+            return f"{type(error).__name__}: {getattr(error, 'verify_message', None) or error.reason}"
+        if isinstance(error, OSError) and error.strerror:
+            return f"{type(error).__name__}: {error.strerror}"
+        if isinstance(error, TimeoutError) or "timed out" in str(error).lower():
+            return f"{type(error).__name__}: {error}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 _KEPT_HEADERS = frozenset({"retry-after", "location", "content-type", "server", "via"})
@@ -219,10 +232,11 @@ def _status_verdict(status: int, test: TestEvent, *, per_event: bool) -> Verdict
             "(upload_size).",
         )
     if 500 <= status <= 599:
+        wait = parse_retry_after(_header(test, "retry-after") or None, time.time()).delay
         return Verdict(
             False,
             "api",
-            f"{subject} ({answer}): a failure on the API's side.",
+            f"{subject} ({answer}): a failure on the API's side" + (f"; it asks to wait {wait:g} s." if wait else "."),
             f"Check {STATUS_PAGE}. " + client + " Events wait in the queue meanwhile (max_queue_size).",
         )
     if 300 <= status <= 399:

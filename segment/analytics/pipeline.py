@@ -70,6 +70,8 @@ class Pipeline:
         if config.on_full == "block":
             limits += f", waited up to block_timeout={config.block_timeout:g}s"
         self._full_limits = f"queue is full ({limits})"
+        self._full_refused = self.full_text("event refused")
+        self._on_full_acts = config.on_full != "drop_new"  # drop_new: a failed put is the answer
         self._stop = threading.Event()
         self._exiting = False
         self._drained = False
@@ -236,7 +238,7 @@ class Pipeline:
 
     def put(self, data: bytes) -> Optional[DropReason]:
         """Queue one encoded event; ``None`` when queued, else why it was not."""
-        if self.buffer.put(data) or self._put_when_full(data):
+        if self.buffer.put(data) or (self._on_full_acts and self._put_when_full(data)):
             if self.state is State.FORKED:
                 self._ensure_running()
             return None
@@ -249,7 +251,7 @@ class Pipeline:
         or when no consumer runs to make room; shutdown and ``join()`` wake the waiters.
         """
         on_full = self.config.on_full
-        if on_full == "drop_new" or self.buffer.sealed:
+        if self.buffer.sealed:
             return False
         if on_full == "block":
             in_callback: int = getattr(self._local, "callbacks", 0)
@@ -266,9 +268,9 @@ class Pipeline:
                 self.buffer.settle(evicted)
         return True
 
-    def full_text(self, what: str = "event refused") -> str:
-        """Why the queue had no room, for a ``queue_full`` report."""
-        return f"{self._full_limits}: {what}"
+    def full_text(self, what: Optional[str] = None) -> str:
+        """Why the queue had no room, for a ``queue_full`` report (``what`` ``None``: the event was refused)."""
+        return self._full_refused if what is None else f"{self._full_limits}: {what}"
 
     def send_now(self, data: bytes) -> bool:
         """Sync mode: deliver one event in the caller's thread; whether it was delivered."""
