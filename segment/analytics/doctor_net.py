@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from segment.analytics.transport import _is_loopback
+from segment.analytics.transport import Transport, _is_loopback
 from segment.analytics.wire import DEFAULT_HOST, batch_url
 
 __all__ = ["FAIL", "OK", "SKIP", "WARN", "Check", "Target", "check_ca_bundle", "check_dns", "check_host"]
@@ -107,8 +107,9 @@ def check_host(host: Optional[str]) -> tuple[Check, Optional[Target]]:
         )
     port = port or (443 if parts.scheme == "https" else 80)
     target = Target(url, parts.scheme, parts.hostname, port, connect_host=parts.hostname, connect_port=port)
-    proxies = requests.utils.get_environ_proxies(url)  # what the client's transport reads at start
-    proxy = requests.utils.select_proxy(url, proxies) if proxies else None
+    transport = Transport(host, 1.0)  # reads the proxy settings exactly as a client's transport does
+    transport.close()
+    proxy = requests.utils.select_proxy(url, transport.proxies) if transport.proxies else None
     if proxy:
         proxy_parts = urlsplit(proxy if "://" in proxy else "http://" + proxy)
         target.proxy = masked(proxy)
