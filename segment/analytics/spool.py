@@ -71,6 +71,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Callable, NamedTuple, Optional, Union
 
@@ -95,6 +96,10 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 MIN_MAX_BYTES = 1024 * 1024
 _abandoned: list[sqlite3.Connection] = []  # connections inherited through fork: never closed, never used
+_open_stores: weakref.WeakSet[SpoolStore] = weakref.WeakSet()
+_held_at_fork: list[threading.Lock] = []
+#: How long a fork waits for a store's operation in progress to end (a database held by a busy peer).
+FORK_WAIT = 2.0
 
 
 class ReadResult(NamedTuple):
@@ -135,6 +140,7 @@ class SpoolStore:
         self._clock = clock
         self._wal_bytes = min(4 * 1024 * 1024, max_bytes // 16)
         self._lock = threading.Lock()
+        _open_stores.add(self)
         self._pid = os.getpid()
         self._conn: Optional[sqlite3.Connection] = None
         self._owner: Optional[spool_owners.OwnerLock] = None
@@ -354,3 +360,27 @@ class SpoolStore:
     def status(self) -> SpoolStatus:
         """Events, bytes on disk, oldest event's age and owners of the whole spool (read-only)."""
         return read_status(self.path, self._clock())
+
+
+def _quiesce_before_fork() -> None:
+    """Let each store's operation in progress end before a fork (bounded by :data:`FORK_WAIT`).
+
+    SQLite keeps a process's file-lock state in memory shared by all its connections: a child forked
+    in the middle of a transaction inherits locks that no thread of it will ever release, and its own
+    connection then finds the database "locked" for good.
+    """
+    deadline = time.monotonic() + FORK_WAIT
+    for store in list(_open_stores):
+        lock = store._lock
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_at_fork.append(lock)
+
+
+def _release_after_fork() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_release_after_fork)
+    os.register_at_fork(after_in_child=_held_at_fork.clear)  # the child's stores make new locks

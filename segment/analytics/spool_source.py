@@ -67,6 +67,7 @@ class SpoolSource:
         self.degraded = False
         self._release_when_idle = False  # shut down: close the store once the writer and consumers are done
         self.handed_over = False  # the store was closed with everything staged committed: the next client's now
+        self._released = False
         self.appended = 0
         self.deleted = 0
         self._writer: Optional[threading.Thread] = None
@@ -158,7 +159,7 @@ class SpoolSource:
     def commit_staged(self) -> None:
         """Append whatever is staged now, in the calling thread (at exit, when no thread may start)."""
         reader = self._reader
-        if reader is None or self.degraded:
+        if reader is None or self.degraded or self._released:
             return
         items = self.staging.drain()
         if items and not self._append(reader, items):
@@ -166,7 +167,7 @@ class SpoolSource:
 
     def _degrade(self, exc: BaseException) -> None:
         with self._cond:
-            if self.degraded:
+            if self.degraded or self._released:
                 return
             self.degraded = True
             self._cond.notify_all()
@@ -360,6 +361,7 @@ class SpoolSource:
             self._release_when_idle = False
         if self.store is not None:
             self.commit_staged()
+            self._released = True
             try:
                 self.store.close()
             except SpoolUnavailable:
