@@ -58,12 +58,21 @@ upload_size = Client.DefaultConfig.upload_size
 upload_interval = Client.DefaultConfig.upload_interval
 exit_timeout = Client.DefaultConfig.exit_timeout
 
+# Durable spool (README, "Durable spool").
+storage = Client.DefaultConfig.storage
+storage_max_bytes = Client.DefaultConfig.storage_max_bytes
+storage_max_age = Client.DefaultConfig.storage_max_age
+storage_sync_interval = Client.DefaultConfig.storage_sync_interval
+
 # OAuth settings.
 oauth_client_id = Client.DefaultConfig.oauth_client_id
 oauth_client_key = Client.DefaultConfig.oauth_client_key
 oauth_key_id = Client.DefaultConfig.oauth_key_id
 oauth_auth_server = Client.DefaultConfig.oauth_auth_server
 oauth_scope = Client.DefaultConfig.oauth_scope
+
+#: The settings above, passed to the default client by name when it is created.
+_SETTINGS = tuple(name for name in Client.DefaultConfig.__dict__ if not name.startswith("_"))
 
 default_client: Optional[Client] = None
 _default_lock = threading.Lock()
@@ -86,32 +95,8 @@ def _client() -> Client:
     with _default_lock:
         if default_client is not None:
             return default_client
-        default_client = Client(
-            write_key,
-            host=host,
-            debug=debug,
-            max_queue_size=max_queue_size,
-            send=send,
-            on_error=on_error,
-            on_success=on_success,
-            gzip=gzip,
-            max_retries=max_retries,
-            sync_mode=sync_mode,
-            timeout=timeout,
-            proxies=proxies,
-            thread=thread,
-            upload_size=upload_size,
-            upload_interval=upload_interval,
-            log_handler=log_handler,
-            max_total_backoff_duration=max_total_backoff_duration,
-            max_rate_limit_duration=max_rate_limit_duration,
-            exit_timeout=exit_timeout,
-            oauth_client_id=oauth_client_id,
-            oauth_client_key=oauth_client_key,
-            oauth_key_id=oauth_key_id,
-            oauth_auth_server=oauth_auth_server,
-            oauth_scope=oauth_scope,
-        )
+        settings = globals()
+        default_client = Client(**{name: settings[name] for name in _SETTINGS})
         return default_client
 
 

@@ -4,9 +4,8 @@ Commands (each lives in its own module, which adds its sub-parser through
 ``register(subparsers)`` and sets ``handler`` to a function returning the exit
 status):
 
-* ``spool status PATH [--json]``, ``spool export PATH``: :mod:`segment.analytics.spool_cli`
-  (``spool drain PATH --write-key KEY [--host URL]`` joins them there once the
-  client delivers from the spool).
+* ``spool status PATH [--json]``, ``spool export PATH``, ``spool drain PATH
+  --write-key KEY [--host URL]``: :mod:`segment.analytics.spool_cli`.
 * ``doctor``: to be added as its own module listed in ``COMMAND_MODULES``.
 
 Exit status: 0 on success, 1 when the command ran but failed (its reason on

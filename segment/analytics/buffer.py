@@ -19,13 +19,22 @@ from typing import Callable, Optional
 class Lease:
     """A batch taken from the buffer: its events, the sequence number of its first one, how many are settled."""
 
-    __slots__ = ("done", "first_seq", "items", "size")
+    __slots__ = ("acked", "done", "first_seq", "items", "rows", "size")
 
     def __init__(self, items: list[bytes], first_seq: int, size: int) -> None:
         self.items = items
         self.first_seq = first_seq
         self.size = size
         self.done = 0  # events already delivered or dropped (a batch settles group by group)
+        self.rows: Optional[dict[int, int]] = None  # from the spool: id(event bytes) -> row id
+        self.acked: list[int] = []  # spool rows delivered or dropped, deleted when the batch is finished
+
+    def settled(self, events: list[bytes]) -> None:
+        """Note that ``events`` (some of this batch's) were delivered or dropped."""
+        self.done += len(events)
+        rows = self.rows
+        if rows is not None:
+            self.acked.extend(rows[id(event)] for event in events)
 
 
 class EventBuffer:
@@ -92,19 +101,26 @@ class EventBuffer:
                 self._cond.notify()
         return True
 
-    def take(self, max_count: int, max_bytes: int, linger: float) -> Optional[Lease]:
+    def take(
+        self, max_count: int, max_bytes: int, linger: float, first_wait: Optional[float] = None
+    ) -> Optional[Lease]:
         """Wait for events and return a batch, or ``None`` once the buffer is closed.
 
         The batch is returned as soon as it holds ``max_count`` events, would
         exceed ``max_bytes`` (each event counts its length plus a separator)
         with the next one, ``linger`` seconds have passed since its first
-        event was taken, a flush asks for it, or the buffer closes.
+        event was taken, a flush asks for it, or the buffer closes. With
+        ``first_wait``, an empty batch (to be ignored, not settled) comes back
+        when no event arrived within that many seconds.
         """
         with self._cond:
+            give_up = None if first_wait is None else self._clock() + first_wait
             while not self._items:
                 if self._closed:
                     return None
-                self._wait(1, None)
+                if give_up is not None and self._clock() >= give_up:
+                    return Lease([], self._taken_total, 0)
+                self._wait(1, None if give_up is None else max(0.0, give_up - self._clock()))
             batch: list[bytes] = []
             lease = Lease(batch, self._taken_total, 0)
             self._leases.add(lease)  # before the first pop, so a flush never sees these events as settled
@@ -142,6 +158,20 @@ class EventBuffer:
         with self._cond:
             self._leases.discard(lease)
             self._cond.notify_all()
+
+    def finish(self, lease: Lease, pending: list[bytes]) -> None:
+        """A consumer is done with ``lease``: ``pending`` (interrupted by a stop) goes back to the front."""
+        self.requeue_front(pending)
+        self.settle(lease)
+
+    def drain(self) -> list[bytes]:
+        """Take every queued event at once (the spool commits what is left at exit)."""
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            self._taken_total += len(items)
+            self._cond.notify_all()
+            return items
 
     def request_flush(self) -> int:
         """Ask consumers to send what is queued now without lingering; returns the mark to wait for."""

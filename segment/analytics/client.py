@@ -64,33 +64,15 @@ class Client:
         max_rate_limit_duration: float = DefaultConfig.max_rate_limit_duration,
         on_success: Optional[SuccessCallback] = DefaultConfig.on_success,
         exit_timeout: float = DefaultConfig.exit_timeout,
+        storage: Optional[str] = DefaultConfig.storage,
+        storage_max_bytes: int = DefaultConfig.storage_max_bytes,
+        storage_max_age: float = DefaultConfig.storage_max_age,
+        storage_sync_interval: float = DefaultConfig.storage_sync_interval,
     ) -> None:
-        config = Config(
-            write_key=write_key,  # type: ignore[arg-type]  # checked by Config
-            host=host,
-            on_error=on_error or None,
-            on_success=on_success or None,
-            debug=debug,
-            log_handler=log_handler,
-            send=send,
-            sync_mode=sync_mode,
-            max_queue_size=max_queue_size,
-            gzip=gzip,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_total_backoff_duration=max_total_backoff_duration,
-            max_rate_limit_duration=max_rate_limit_duration,
-            proxies=proxies,
-            thread=thread,
-            upload_interval=upload_interval,
-            upload_size=upload_size,
-            exit_timeout=exit_timeout,
-            oauth_client_id=oauth_client_id,
-            oauth_client_key=oauth_client_key,
-            oauth_key_id=oauth_key_id,
-            oauth_auth_server=oauth_auth_server,
-            oauth_scope=oauth_scope,
-        )
+        options = dict(locals())
+        del options["self"]
+        options["on_error"], options["on_success"] = on_error or None, on_success or None
+        config = Config(**options)
         if log_handler:
             self.log.addHandler(log_handler)
         if debug:

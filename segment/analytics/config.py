@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
@@ -49,6 +50,10 @@ class DefaultConfig:
     oauth_key_id: Optional[str] = None
     oauth_auth_server = "https://oauth2.segment.io"
     oauth_scope = "tracking_api:write"
+    storage: Optional[str] = None
+    storage_max_bytes = 256 * 1024 * 1024
+    storage_max_age: float = 7 * 24 * 3600.0
+    storage_sync_interval: float = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,6 +84,10 @@ class Config:
     oauth_key_id: Optional[str] = DefaultConfig.oauth_key_id
     oauth_auth_server: str = DefaultConfig.oauth_auth_server
     oauth_scope: str = DefaultConfig.oauth_scope
+    storage: Optional[str] = DefaultConfig.storage
+    storage_max_bytes: int = DefaultConfig.storage_max_bytes
+    storage_max_age: float = DefaultConfig.storage_max_age
+    storage_sync_interval: float = DefaultConfig.storage_sync_interval
 
     def __post_init__(self) -> None:
         if not isinstance(self.write_key, str) or not self.write_key:
@@ -100,7 +109,24 @@ class Config:
                 raise ArgumentError(name, f"{name} must be callable, got {type(callback).__name__}")
         if self.proxies is not None:
             object.__setattr__(self, "proxies", dict(self.proxies))
+        self._check_storage()
         self.policy()  # the budgets: None or negative raises ValueError
+
+    def _check_storage(self) -> None:
+        storage = self.storage
+        if storage is not None:
+            if not isinstance(storage, (str, os.PathLike)) or not os.fspath(storage):
+                raise ArgumentError(
+                    "storage", f"storage must be a directory path or None, got {type(storage).__name__}"
+                )
+            object.__setattr__(self, "storage", os.path.abspath(os.fspath(storage)))
+        size = self.storage_max_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 << 20:
+            raise ArgumentError("storage_max_bytes", f"storage_max_bytes must be a whole number >= 1 MiB, got {size!r}")
+        for name in ("storage_max_age", "storage_sync_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ArgumentError(name, f"{name} must be a positive number of seconds, got {value!r}")
 
     @property
     def oauth(self) -> bool:

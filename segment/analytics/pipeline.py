@@ -14,7 +14,7 @@ import functools
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from segment.analytics import encoding, process_hooks
 from segment.analytics.auth import Auth
@@ -24,6 +24,8 @@ from segment.analytics.consumer import Consumer
 from segment.analytics.errors import DeliveryError
 from segment.analytics.request import BatchSender, RateLimitGate
 from segment.analytics.retry import DropReason
+from segment.analytics.spool import SpoolStore
+from segment.analytics.spool_source import SpoolSource
 from segment.analytics.stats import DeliveryStats
 from segment.analytics.transport import Transport
 from segment.analytics.wire import BATCH_SIZE_LIMIT
@@ -75,11 +77,23 @@ class Pipeline:
     def _sending(self) -> bool:
         return self.config.send and not self.config.sync_mode
 
-    def _build(self) -> None:
-        """Create the lock, buffer, counters, rate-limit gate, transport and sender (again after a fork)."""
+    def _build(self, store: Optional[SpoolStore] = None) -> None:
+        """Create the lock, buffer (and spool), counters, gate, transport and sender (again after a fork)."""
         config = self.config
         self._lock = threading.Lock()
         self.buffer = EventBuffer(config.max_queue_size)
+        self.spool: Optional[SpoolSource] = None
+        if config.storage is not None and self._sending:
+            self.spool = SpoolSource(
+                config.storage,
+                self.buffer,
+                self._storage_dropped,
+                max_bytes=config.storage_max_bytes,
+                max_age=config.storage_max_age,
+                sync_interval=config.storage_sync_interval,
+                store=store,
+            )
+        self.source: Union[EventBuffer, SpoolSource] = self.spool or self.buffer
         self.counters = DeliveryStats()
         self.consumers: list[Consumer] = []
         self.transport = Transport(config.host, config.timeout, config.proxies, pool_size=config.thread)
@@ -103,13 +117,15 @@ class Pipeline:
     def _start_consumers_locked(self) -> None:
         """Start ``thread`` consumers (the caller holds the lock or owns the pipeline alone)."""
         self._stop.clear()
-        self.buffer.reopen()
+        self.source.reopen()
+        if self.spool is not None:
+            self.spool.start()
         config = self.config
         max_bytes = BATCH_SIZE_LIMIT - self.sender.envelope_size()
         self.consumers = [
             Consumer(
                 index,
-                self.buffer,
+                self.source,
                 self._upload,
                 self._stop,
                 upload_size=config.upload_size,
@@ -149,13 +165,19 @@ class Pipeline:
             result = self.sender.send(lease.items, functools.partial(self._settled, lease))
             pending = result.pending
         finally:
-            if pending:
-                self.buffer.requeue_front(pending)
-            self.buffer.settle(lease)
+            self.source.finish(lease, pending)
 
     def _settled(self, lease: Lease, events: list[bytes], error: Optional[DeliveryError], after_retry: bool) -> None:
-        lease.done += len(events)
+        lease.settled(events)
         self.record(events, error, after_retry)
+
+    def _storage_dropped(self, events: list[bytes], reason: DropReason) -> None:
+        texts = {
+            DropReason.STORAGE_FULL: "the spool is full (storage_max_bytes): its oldest events make room",
+            DropReason.STORAGE_EXPIRED: "the events waited in the spool longer than storage_max_age",
+            DropReason.STORAGE_CORRUPT: "the spooled events could not be decoded",
+        }
+        self.record(events, DeliveryError(reason, texts.get(reason, str(reason))))
 
     # -- outcomes -------------------------------------------------------------
 
@@ -222,9 +244,9 @@ class Pipeline:
         """Send what is queued now; wait (within ``timeout``) until it is delivered or reported."""
         if self._sending:
             self._ensure_running()
-            mark = self.buffer.request_flush()
+            mark = self.source.request_flush()
             if not self._on_consumer_thread():  # a consumer cannot wait for itself
-                self.buffer.wait_settled(mark, timeout, self._alive)
+                self.source.wait_settled(mark, timeout, self._alive)
         return self.pending()
 
     def join(self, timeout: Optional[float]) -> None:
@@ -234,12 +256,14 @@ class Pipeline:
                 self.state = State.STOPPED
             consumers = list(self.consumers)
             self._stop.set()
-            self.buffer.close()
+            self.source.close()
         deadline = None if timeout is None else time.monotonic() + timeout
         for consumer in consumers:
             if consumer is threading.current_thread() or not consumer.is_alive():
                 continue
-            consumer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            consumer.join(_remaining(deadline))
+        if self.spool is not None:
+            self.spool.join_writer(_remaining(deadline))  # it commits what is staged, then ends
 
     def shutdown(self, timeout: Optional[float]) -> int:
         """Refuse new events, deliver what was accepted (within ``timeout``), stop; returns what is left.
@@ -251,27 +275,35 @@ class Pipeline:
             if self.state is State.CLOSED:
                 return self.pending()
             self.state = State.CLOSING
-        mark = self.buffer.seal()
+        self.buffer.seal()
+        mark = self.source.request_flush()
         if self._on_consumer_thread():
-            self.buffer.close()  # the consumers drain what is queued, then stop
+            self.source.close()  # the consumers drain what is queued, then stop
             return self.pending()
         if self._sending and not self._exiting:
             with self._lock:
                 if not self._alive() and self.buffer.qsize():
                     self._start_consumers_locked()  # after join() or in a fresh fork: deliver first
                     self.state = State.CLOSING
-            self.buffer.wait_settled(mark, _remaining(deadline), self._alive)
+            self.source.wait_settled(mark, _remaining(deadline), self._alive)
         self.join(_remaining(deadline))
         with self._lock:
             self.state = State.CLOSED
         if not self._alive():
             self.transport.close()
+        if self.spool is not None:
+            self.spool.release()  # what it still holds goes to the next client that opens the spool
         return self.pending()
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters (``accepted == delivered + dropped + pending``)."""
-        buffer = self.buffer
-        return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight()))
+        """A snapshot of the counters (``accepted + recovered == delivered + dropped + pending``)."""
+        buffer, spool = self.buffer, self.spool
+        if spool is None:
+            return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight(), 0))
+        snapshot = self.counters.snapshot(lambda: (buffer.put_total, len(buffer), spool.in_flight(), spool.recovered()))
+        snapshot["stored"] = spool.stored()
+        snapshot["storage_bytes"] = spool.disk_bytes()
+        return snapshot
 
     def pending(self) -> int:
         """Accepted events neither delivered nor reported yet."""
@@ -282,16 +314,27 @@ class Pipeline:
     def at_exit(self) -> None:
         """Bounded drain at interpreter (or pool worker) exit; starts no thread; logs what is left."""
         with self._lock:
-            if self._drained:
-                return
+            if self._drained or (self.state is State.CLOSED and self.spool is not None):
+                return  # a spool handed over at shutdown: its events are the next client's now
             self._drained = True
             self._exiting = True
         if self._alive():
-            self.buffer.wait_settled(self.buffer.request_flush(), self.config.exit_timeout, self._alive)
+            self.source.wait_settled(self.source.request_flush(), self.config.exit_timeout, self._alive)
         self._stop.set()
-        self.buffer.close()
+        self.source.close()
+        spool = self.spool
+        if spool is not None:
+            spool.join_writer(0.5)
+            spool.commit_staged()  # whatever the writer did not take: a new thread may not start now
         pending = self.pending()
-        if pending:
+        kept = min(pending, spool.stored()) if spool is not None and not spool.degraded else 0
+        if kept:
+            where = spool.path if spool is not None else ""
+            text = (
+                "segment: %d event(s) could not be delivered before exit; %d kept in the spool at %s for the next start"
+            )
+            log.warning(text, pending, kept, where)
+        elif pending:
             log.warning("segment: %d event(s) could not be delivered before exit", pending)
 
     def after_fork_in_child(self) -> None:
@@ -301,8 +344,8 @@ class Pipeline:
             if after_fork is not None:
                 after_fork()
         was_closed = self.closed
-        self._stop = threading.Event()
-        self._build()
+        self._stop = threading.Event()  # the parent's may have been locked at fork time
+        self._build(self.spool.store if self.spool is not None else None)
         self._drained = False
         self._exiting = False
         if was_closed:

@@ -307,6 +307,15 @@ class SpoolStore:
         marks = ",".join("?" * len(slots))
         return int(conn.execute(f"SELECT count(*) FROM events WHERE owner IN ({marks})", slots).fetchone()[0])
 
+    def last_id(self) -> int:
+        """The newest row id in the spool (any owner's; 0 when empty): rows appended later have larger ids."""
+        with self._locked():
+            return self._call("reading", self._last_id)  # type: ignore[no-any-return]
+
+    def _last_id(self) -> int:
+        row = self._use().execute("SELECT max(id) FROM events").fetchone()
+        return int(row[0] or 0)
+
     def disk_bytes(self) -> int:
         """Bytes the spool holds on disk now (database, WAL and shared memory, every owner's rows)."""
         return spool_db.disk_bytes(self.path)

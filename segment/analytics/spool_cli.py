@@ -6,8 +6,12 @@
   object per line on stdout (the bytes that would be sent). Undecodable rows
   are skipped and counted on stderr (exit status 1; stdout still holds every
   good row). Export copies: live owners keep delivering what it printed.
+* ``spool drain PATH --write-key KEY [--host URL] [--timeout S]``: adopt the
+  events of every process that has ended and deliver them, then exit (for a
+  spool whose process will not come back). Exit status 0 when the spool is
+  empty at the end.
 
-Both are read-only and safe while processes are using the spool.
+``status`` and ``export`` are read-only and safe while processes are using the spool.
 """
 
 from __future__ import annotations
@@ -35,7 +39,12 @@ def register(commands: Any) -> None:
     export = sub.add_parser("export", help="print every spooled event as JSON lines, oldest first")
     export.add_argument("path", metavar="PATH", help="the spool directory (Client(storage=PATH))")
     export.set_defaults(handler=cmd_export)
-    # `spool drain PATH --write-key KEY [--host URL]` is registered here by the client integration.
+    drain = sub.add_parser("drain", help="deliver the events of processes that ended, then exit")
+    drain.add_argument("path", metavar="PATH", help="the spool directory (Client(storage=PATH))")
+    drain.add_argument("--write-key", default=os.environ.get("SEGMENT_WRITE_KEY"), help="or SEGMENT_WRITE_KEY")
+    drain.add_argument("--host", default=None, help="Tracking API base URL (default https://api.segment.io)")
+    drain.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    drain.set_defaults(handler=cmd_drain)
 
 
 def _age(seconds: float) -> str:
@@ -117,3 +126,32 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"warning: {len(skipped)} rows could not be decoded and were skipped (ids {shown})", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """``spool drain``: a client on the spool adopts what ended processes left, delivers it and closes."""
+    from .client import Client  # the command line's other commands do not need the client
+
+    if not args.write_key:
+        print("error: a write key is needed (--write-key or SEGMENT_WRITE_KEY)", file=sys.stderr)
+        return 1
+    if not os.path.isdir(args.path):
+        print(f"error: no spool at {args.path!r} (not a directory)", file=sys.stderr)
+        return 1
+    client = Client(args.write_key, host=args.host, storage=args.path, upload_interval=0.05)
+    left = client.flush(args.timeout)
+    stats = client.stats()
+    client.shutdown(0 if left else args.timeout)
+    print(f"adopted:   {stats['recovered']} events")
+    print(f"delivered: {stats['delivered']}")
+    print(f"dropped:   {stats['dropped']} {stats['dropped_by_reason'] or ''}".rstrip())
+    print(f"left:      {left} (kept in the spool)")
+    try:
+        remaining = read_status(args.path)
+    except SpoolUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    alive = sum(o.events for o in remaining.owners if o.alive)
+    if alive:
+        print(f"{alive} events belong to processes still running: they deliver them themselves")
+    return 0 if remaining.events == 0 else 1

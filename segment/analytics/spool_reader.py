@@ -32,11 +32,13 @@ class SpoolReader:
         self._after = 0
         self._in_flight: set[int] = set()
         self._seen_adoptions = -1  # forces a first scan from the start
+        self._exhausted = False  # the last read found nothing past the cursor (and nothing was appended since)
 
     def append(self, items: Sequence[bytes], *, hold: bool) -> list[int]:
         """Append ``items``; with ``hold=True`` they count as in flight (the caller sends them from memory)."""
         with self._lock:
             ids = self.store.append(items)
+            self._exhausted = False
             if hold:
                 self._in_flight.update(ids)
             return ids
@@ -51,6 +53,7 @@ class SpoolReader:
             if self.store.adoptions != self._seen_adoptions:
                 self._seen_adoptions = self.store.adoptions
                 self._after = 0
+                self._exhausted = False
             rows: list[Row] = []
             corrupt: list[Row] = []
             size = 0
@@ -58,6 +61,7 @@ class SpoolReader:
                 result = self.store.read(self._after, max_count - len(rows) - len(corrupt), max(1, max_bytes - size))
                 found = sorted(result.rows + result.corrupt)
                 if not found:
+                    self._exhausted = True
                     break
                 bad = {row.id for row in result.corrupt}
                 for row in found:
@@ -90,6 +94,15 @@ class SpoolReader:
         with self._lock:
             self._in_flight.difference_update(ids)
             self._after = 0
+            self._exhausted = False
+
+    def settled_through(self, mark: int) -> bool:
+        """Whether every row with ``id <= mark`` was handed out and is done (none left to read, none in flight)."""
+        with self._lock:
+            if self.store.adoptions != self._seen_adoptions:
+                return False  # adopted rows are waiting to be read
+            scanned = self._after >= mark or self._exhausted
+            return scanned and all(row_id > mark for row_id in self._in_flight)
 
     def in_flight(self) -> frozenset[int]:
         """Ids handed out and not yet done or released."""
