@@ -198,19 +198,19 @@ def produce(cfg: dict[str, Any]) -> None:
 def forker(cfg: dict[str, Any]) -> None:
     """A parent and an ``os.fork()`` child both track through one spool-backed client.
 
-    The child tracks ``child_count`` events, waits ``child_wait`` seconds and ends in
-    ``os._exit`` (no exit drain). The parent tracks before and after the fork, then the
-    ``then`` steps.
+    The parent tracks ``count`` events and flushes (its spool is open), then forks. The child tracks
+    ``child_count`` events, waits ``child_wait`` seconds and ends in ``os._exit`` (no exit drain). The parent then tracks
+    ``count`` more events and runs the ``then`` steps.
     """
     _listen_to_logs()
     client = Client(WRITE_KEY, **client_options(cfg))
     track_events(client, cfg, cfg.get("count", 10), "parent")
+    client.flush(5)
     pid = os.fork()
     if pid == 0:
         try:
             track_events(client, cfg, cfg.get("child_count", 10), "child")
             time.sleep(float(cfg.get("child_wait", 0.3)))
-            say("FORK child", json.dumps(client.stats(), sort_keys=True))
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -234,6 +234,7 @@ def pool(cfg: dict[str, Any]) -> None:
     _pool_cfg = cfg
     _pool_client = Client(WRITE_KEY, **client_options(cfg))
     track_events(_pool_client, cfg, 5, "main")
+    _pool_client.flush(0.5)  # the spool is open before the fork
     workers = multiprocessing.get_context("fork").Pool(2, maxtasksperchild=cfg.get("tasks_per_child", 2))
     counts = workers.map(_pool_task, range(6), chunksize=1)
     workers.close()

@@ -53,8 +53,9 @@ def wait_until(predicate: Callable[[], bool], seconds: float = 10) -> None:
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SEGMENT_WRITE_KEY"}
     return subprocess.run(
-        [sys.executable, "-m", "segment.analytics", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "segment.analytics", *args], capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -158,6 +159,8 @@ def test_flush_and_shutdown_with_a_timeout_leave_the_rest_in_the_spool(
     assert client.shutdown(0.3) == 50
     ok, _ = client.track("u", "after shutdown")
     assert not ok and errors.reasons() == ["client_closed"]
+    assert client.consumers is not None
+    wait_until(lambda: not any(c.is_alive() for c in client.consumers))  # its batch in flight given back
     api.reset()
     later = spooled()
     assert flush_until_done(later) == 0
@@ -203,12 +206,13 @@ def test_drain_leaves_a_live_processs_events_alone(tmp_path: Path, api: MockTrac
         alive.kill9()
 
 
-def test_a_spool_that_cannot_be_reached_is_a_usage_error_for_drain(tmp_path: Path, api: MockTrackingAPI) -> None:
+def test_drain_refuses_a_missing_spool_or_write_key(tmp_path: Path, api: MockTrackingAPI) -> None:
     missing = cli("spool", "drain", str(tmp_path / "nothing-here"), "--write-key", WRITE_KEY, "--host", api.url)
-    assert missing.returncode != 0
+    assert missing.returncode == 1 and "no spool" in missing.stderr
     assert not (tmp_path / "nothing-here").exists(), "drain created a spool"
-    usage = cli("spool", "drain", str(tmp_path))
-    assert usage.returncode == 2  # --write-key is required
+    no_key = cli("spool", "drain", str(tmp_path), "--host", api.url)
+    assert no_key.returncode == 1 and "write key" in no_key.stderr
+    assert api.request_count() == 0
 
 
 # -- limits --------------------------------------------------------------------------------------------------
@@ -241,7 +245,33 @@ def test_storage_max_bytes_drops_the_oldest_and_reports_them(
     assert final["dropped_by_reason"] == {"storage_full": len(dropped)} and law(final)
 
 
-def test_storage_max_age_expires_what_waited_too_long(tmp_path: Path, api: MockTrackingAPI, errors: ErrorLog) -> None:
+def test_storage_max_age_expires_what_waits_too_long_in_an_outage(
+    spooled: Callable[..., Client], api: MockTrackingAPI, errors: ErrorLog
+) -> None:
+    api.set_default(DOWN)
+    client = spooled(storage_max_age=0.05, upload_size=10)
+    messages = track(client, 60)
+    order = [m["messageId"] for m in messages]
+    # the oldest batch is in flight (retried) and never expired under the consumer; the rest expire
+    wait_until(lambda: client.stats()["dropped_by_reason"].get("storage_expired", 0) >= 50)
+    api.set_default(Reply(200))
+    assert flush_until_done(client) == 0
+    stats = client.stats()
+    expired = errors.dropped_ids()
+    assert set(errors.reasons()) == {"storage_expired"} and len(expired) == stats["dropped"] >= 50
+    got = delivered(api)
+    assert not set(expired) & set(got) and sorted(set(expired) | set(got)) == sorted(order)
+    assert law(stats) and stats["pending"] == 0 and stats["stored"] == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="events older than storage_max_age found in the spool at a restart are delivered, not expired: "
+    "the consumers send what the store adopted before the writer's first limit check",
+)
+def test_storage_max_age_expires_what_an_earlier_process_left_too_long(
+    tmp_path: Path, api: MockTrackingAPI, errors: ErrorLog
+) -> None:
     path = str(tmp_path / "spool")
     api.set_default(DOWN)
     old = run("produce", {"path": path, "host": api.url, "count": 30})
@@ -251,13 +281,11 @@ def test_storage_max_age_expires_what_waited_too_long(tmp_path: Path, api: MockT
         WRITE_KEY, host=api.url, storage=path, storage_max_age=0.5, on_error=errors.on_error, upload_interval=0.05
     )
     try:
-        wait_until(lambda: client.stats()["dropped_by_reason"].get("storage_expired", 0) == 30)
-        assert client.flush(2) == 0
+        wait_until(lambda: client.stats()["pending"] == 0 and client.stats()["recovered"] == 30)
         stats = client.stats()
+        assert api.message_ids() == [], "expired events were delivered"
         assert (stats["recovered"], stats["delivered"], stats["dropped"], stats["stored"]) == (30, 0, 30, 0)
-        assert law(stats)
         assert sorted(errors.dropped_ids()) == sorted(old.ids()) and set(errors.reasons()) == {"storage_expired"}
-        assert api.message_ids() == []
     finally:
         client.shutdown(2)
 
@@ -309,20 +337,25 @@ def test_an_undecodable_row_is_reported_and_the_good_ones_delivered(
     assert all(data in raw_bodies(api) for data in good)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_a_damaged_database_is_set_aside_and_the_client_keeps_delivering(
-    tmp_path: Path, api: MockTrackingAPI, caplog: pytest.LogCaptureFixture, damage: str
-) -> None:
+def damage_spool(tmp_path: Path, api: MockTrackingAPI, how: str) -> tuple[Path, Worker]:
+    """A spool left by a process that kept 300 events (the API was down), then damaged."""
     path = tmp_path / "spool"
     api.set_default(DOWN)
     first = run("produce", {"path": str(path), "host": api.url, "count": 300, "pad": 400})
     db = path / "spool.db"
-    if damage == "garbage":
+    if how == "garbage":
         db.write_bytes(os.urandom(db.stat().st_size))
     else:
         with open(db, "r+b") as f:
             f.truncate(db.stat().st_size // 2)
     api.reset()
+    return path, first
+
+
+def test_a_garbage_database_is_set_aside_and_the_client_keeps_delivering(
+    tmp_path: Path, api: MockTrackingAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, _ = damage_spool(tmp_path, api, "garbage")
     caplog.set_level(logging.WARNING, logger="segment")
     client = Client(WRITE_KEY, host=api.url, storage=str(path), storage_sync_interval=0.05, upload_interval=0.05)
     try:
@@ -332,16 +365,39 @@ def test_a_damaged_database_is_set_aside_and_the_client_keeps_delivering(
     finally:
         client.shutdown(2)
     warnings = spool_warnings(caplog)
-    assert 1 <= len(warnings) <= 2 and "damaged" in warnings[0], warnings  # set aside (+ how many were salvaged)
+    assert len(warnings) == 2 and "damaged" in warnings[0] and "salvaged 0" in warnings[1], warnings
     assert list(path.glob("corrupt-*.db")), "the damaged file was not kept for inspection"
+    assert api.message_ids() == [m["messageId"] for m in new]
+    assert (stats["recovered"], stats["delivered"], stats["stored"]) == (0, 20, 0) and law(stats)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="salvaging a truncated database can copy a row with id 0 (and no data) that no reader ever hands out: "
+    "it stays pending and stored for ever, in this process and every later one, and spool drain never ends empty",
+)
+def test_a_truncated_database_is_salvaged_and_the_client_keeps_delivering(
+    tmp_path: Path, api: MockTrackingAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, first = damage_spool(tmp_path, api, "truncated")
+    caplog.set_level(logging.WARNING, logger="segment")
+    client = Client(WRITE_KEY, host=api.url, storage=str(path), storage_sync_interval=0.05, upload_interval=0.05)
+    try:
+        new = track(client, 20, tag="new")
+        flush_until_done(client, 2)
+        stats = client.stats()
+    finally:
+        client.shutdown(2)
+    warnings = spool_warnings(caplog)
+    assert len(warnings) == 2 and "damaged" in warnings[0] and "salvaged" in warnings[1], warnings
     got = delivered(api)
     assert {m["messageId"] for m in new} <= set(got)
     salvaged = set(got) - {m["messageId"] for m in new}
-    assert salvaged <= set(first.ids())
-    assert stats["recovered"] == len(salvaged) and stats["delivered"] == 20 + len(salvaged)
-    assert law(stats) and stats["pending"] == 0
-    if damage == "truncated":
-        assert salvaged, "nothing was salvaged from the readable half"
+    assert salvaged and salvaged <= set(first.ids()), "nothing was salvaged from the readable half"
+    assert law(stats)
+    assert stats["delivered"] == 20 + len(salvaged)
+    assert stats["pending"] == 0 and stats["stored"] == 0, f"a salvaged row is held for ever: {stats}"
+    assert stats["recovered"] == len(salvaged) + stats["dropped_by_reason"].get("storage_corrupt", 0)
 
 
 @pytest.fixture
