@@ -198,9 +198,9 @@ def produce(cfg: dict[str, Any]) -> None:
 def forker(cfg: dict[str, Any]) -> None:
     """A parent and an ``os.fork()`` child both track through one spool-backed client.
 
-    The parent tracks ``count`` events and flushes (its spool is open), then forks. The child tracks
-    ``child_count`` events, waits ``child_wait`` seconds and ends in ``os._exit`` (no exit drain). The parent then tracks
-    ``count`` more events and runs the ``then`` steps.
+    The parent tracks ``count`` events and flushes (its spool is open), then forks. The child
+    tracks ``child_count`` events, waits ``child_wait`` seconds and ends in ``os._exit`` (no
+    exit drain). The parent then tracks ``count`` more events and runs the ``then`` steps.
     """
     _listen_to_logs()
     client = Client(WRITE_KEY, **client_options(cfg))
