@@ -101,8 +101,9 @@ def run(out: TextIO, count: int, demo_path: str) -> int:
         producer.send_signal(signal.SIGKILL)
         producer.wait(10)
         print(
-            f"  process 1 (pid {producer.pid}) accepted {len(accepted)}, refused {refused}; "
-            "killed with SIGKILL (no exit handler ran).",
+            f"  process 1 (pid {producer.pid}) accepted {len(accepted)}, refused {refused} "
+            f"(in memory only, a queue of {QUEUE} would have refused most of them); "
+            "killed with SIGKILL: no exit handler ran.",
             file=out,
         )
         print("  $ python -m segment.analytics spool status " + path, file=out)
