@@ -1,6 +1,6 @@
 """The durable spool's cost through the client, against the same client without it and against 2.4.0.
 
-    python bench/spool_client_bench.py             # about 4 minutes on 2 cores
+    python bench/spool_client_bench.py             # about 2 minutes on 2 cores
     python bench/spool_client_bench.py --quick     # smaller N, 2 repetitions (about 1 minute)
 
 It reuses ``bench/run.py``'s machinery (the reference's ``.bench-venv``, the sink in its own
