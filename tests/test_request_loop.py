@@ -517,20 +517,46 @@ def test_episode_ended_by_an_answer_to_a_request_sent_after_the_limit() -> None:
     assert result.delivered == [([ev(2)], True)]
 
 
-def test_rate_limit_wait_imposed_by_the_shared_gate_is_bounded_by_the_budget() -> None:
+def test_a_batch_dropped_for_its_rate_limit_budget_holds_nobody_back() -> None:
     clock, gate = FakeClock(), RateLimitGate()
 
     def in_flight(post: Post):
-        # Another consumer is told Retry-After: 300 (and drops its batch: 300 > 100) ...
+        # Another consumer is told Retry-After: 300 and drops its batch (300 > 100): it closes no gate ...
         _limit_gate(clock, gate, "300", max_rate_limit_duration=100)
         # ... while B's request is in flight; B is told to wait 1 s.
         return r429("1")
 
     b = Harness([in_flight, OK], clock=clock, gate=gate, max_rate_limit_duration=100)
     result = b.send(evs(1))
-    assert sum(b.sleeps) <= 100, f"waited {sum(b.sleeps)}s with max_rate_limit_duration=100"
+    assert b.sleeps == [1.0]
+    assert result.delivered == [(evs(1), True)]
+
+
+def test_rate_limit_wait_imposed_by_the_shared_gate_is_bounded_by_the_budget() -> None:
+    clock, gate = FakeClock(), RateLimitGate()
+
+    def in_flight(post: Post):
+        # Another consumer is told Retry-After: 90, which fits its budget of 100: the gate closes for 90 s ...
+        _limit_gate(clock, gate, "90", max_rate_limit_duration=100)
+        # ... while B's request is in flight; B, with a budget of 30, is told to wait 1 s.
+        return r429("1")
+
+    b = Harness([in_flight, OK], clock=clock, gate=gate, max_rate_limit_duration=30)
+    result = b.send(evs(1))
+    assert sum(b.sleeps) <= 30, f"waited {sum(b.sleeps)}s with max_rate_limit_duration=30"
     assert len(b.posts) == 1
     assert only_drop(result).reason == "rate_limit_duration_exceeded"
+
+
+@pytest.mark.parametrize("budget", [0, 5])
+def test_max_rate_limit_duration_too_small_drops_without_closing_the_gate(budget: float) -> None:
+    clock, gate = FakeClock(), RateLimitGate()
+    a = Harness([r429("60")], clock=clock, gate=gate, max_rate_limit_duration=budget)
+    assert only_drop(a.send(evs(1))).reason == "rate_limit_duration_exceeded"
+    assert gate.wait_time(clock.now()) == 0
+    b = Harness([OK], clock=clock, gate=gate, max_rate_limit_duration=budget)
+    assert b.send(evs(1)).delivered == [(evs(1), False)]
+    assert b.sleeps == []
 
 
 # -- delivery.md §3.3: max_total_backoff_duration -------------------------------------------------------------

@@ -11,13 +11,20 @@ are then.
 
 from __future__ import annotations
 
+import inspect
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from segment.analytics import process_hooks
 from segment.analytics.client import Client
 from segment.analytics.errors import APIError, ArgumentError, DeliveryError
 from segment.analytics.version import VERSION
+
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate, ParamSpec
+
+    P = ParamSpec("P")
+R = TypeVar("R")
 
 __version__ = VERSION
 __all__ = [
@@ -100,34 +107,25 @@ def _client() -> Client:
         return default_client
 
 
-def track(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a track call (see :meth:`Client.track`)."""
-    return _client().track(*args, **kwargs)
+def _on_default_client(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
+    """``method`` called on the default client (created on first use), with the same arguments."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(_client(), *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = f"{method.__doc__} (on the default client: see :meth:`Client.{method.__name__}`)"
+    parameters = list(inspect.signature(method).parameters.values())[1:]
+    call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return call
 
 
-def identify(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send an identify call (see :meth:`Client.identify`)."""
-    return _client().identify(*args, **kwargs)
-
-
-def group(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a group call (see :meth:`Client.group`)."""
-    return _client().group(*args, **kwargs)
-
-
-def alias(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send an alias call (see :meth:`Client.alias`)."""
-    return _client().alias(*args, **kwargs)
-
-
-def page(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a page call (see :meth:`Client.page`)."""
-    return _client().page(*args, **kwargs)
-
-
-def screen(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a screen call (see :meth:`Client.screen`)."""
-    return _client().screen(*args, **kwargs)
+track = _on_default_client(Client.track)
+identify = _on_default_client(Client.identify)
+group = _on_default_client(Client.group)
+alias = _on_default_client(Client.alias)
+page = _on_default_client(Client.page)
+screen = _on_default_client(Client.screen)
 
 
 def _existing_or_configured() -> Optional[Client]:

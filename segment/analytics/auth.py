@@ -1,7 +1,8 @@
 """The ``Authorization`` header: Basic from the write key, or Bearer from an OAuth token source.
 
-Both forms of every credential are registered with the log filter, so neither the key nor its Basic
-value nor a token reaches a log line or an exception text, even when a server echoes it back.
+Every form of a credential is registered with the log filter (the key, the base64 of ``key:`` and of
+``key``, their escaped and encoded forms), so neither the key nor its Basic value nor a token reaches a
+log line or an exception text, even when a server echoes it back.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Optional, Protocol
 
 from segment.analytics.logs import register_secret
 
-__all__ = ["Auth", "AuthUnavailable", "BasicAuth", "basic_value"]
+__all__ = ["Auth", "AuthUnavailable", "BasicAuth", "basic_secrets", "basic_value"]
 
 
 class AuthUnavailable(Exception):
@@ -46,6 +47,19 @@ def basic_value(write_key: str) -> str:
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode("ascii")
 
 
+def basic_secrets(write_key: str) -> list[str]:
+    """What must never be logged for a write key: the key, and the base64 of ``key:`` and of ``key``.
+
+    The base64 forms are given without ``=`` padding (so they match padded and unpadded echoes alike),
+    in the standard and the URL-safe alphabets; :func:`register_secret` adds their escaped forms.
+    """
+    secrets = [write_key]
+    for raw in (f"{write_key}:".encode(), write_key.encode()):
+        secrets.append(base64.b64encode(raw).decode("ascii").rstrip("="))
+        secrets.append(base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="))
+    return secrets
+
+
 class BasicAuth:
     """``Authorization: Basic base64("<writeKey>:")``."""
 
@@ -53,8 +67,8 @@ class BasicAuth:
 
     def __init__(self, write_key: str) -> None:
         self._value = basic_value(write_key)
-        register_secret(write_key)
-        register_secret(self._value[len("Basic ") :])
+        for secret in basic_secrets(write_key):
+            register_secret(secret)
 
     def header(self) -> str:
         """The constant Basic header."""

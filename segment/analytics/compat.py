@@ -24,7 +24,7 @@ from requests.structures import CaseInsensitiveDict
 from segment.analytics import encoding, wire
 from segment.analytics.auth import BasicAuth
 from segment.analytics.errors import APIError, ArgumentError
-from segment.analytics.logs import register_secret
+from segment.analytics.logs import redact, register_secret
 from segment.analytics.transport import NetworkError, Response, Transport
 
 __all__ = ["APIError", "DatetimeSerializer", "TokenSource", "post"]
@@ -97,7 +97,7 @@ def post(
     token = oauth_manager.get_token() if oauth_manager is not None else None
     authorization = f"Bearer {token}" if token else basic.header()
     if token:
-        register_secret(str(token))
+        register_secret(str(token), slot=f"oauth-token-{id(oauth_manager)}")
 
     body = dict(kwargs)
     if "sentAt" not in body:
@@ -161,7 +161,7 @@ def _as_requests_response(answer: Response, url: str) -> requests.Response:
 
 def _error_fields(answer: Response) -> tuple[str, str]:
     """``(code, message)`` from an error body ``{"code": ..., "message": ...}``, else ``("unknown", text)``."""
-    text = answer.body[:2000].decode("utf-8", "replace")
+    text = redact(answer.body.decode("utf-8", "replace"))[:2000]
     try:
         payload = encoding.decode(answer.body)
     except (ValueError, RecursionError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 from segment.analytics.errors import ArgumentError
@@ -60,7 +60,7 @@ class DefaultConfig:
 class Config:
     """Every option of one client, validated on construction (misuse raises :class:`ArgumentError`)."""
 
-    write_key: str
+    write_key: str = field(repr=False)
     host: Optional[str] = DefaultConfig.host
     on_error: Optional[ErrorCallback] = DefaultConfig.on_error
     on_success: Optional[SuccessCallback] = DefaultConfig.on_success
@@ -80,7 +80,7 @@ class Config:
     upload_size: int = DefaultConfig.upload_size
     exit_timeout: float = DefaultConfig.exit_timeout
     oauth_client_id: Optional[str] = DefaultConfig.oauth_client_id
-    oauth_client_key: Optional[str] = DefaultConfig.oauth_client_key
+    oauth_client_key: Optional[str] = field(default=DefaultConfig.oauth_client_key, repr=False)
     oauth_key_id: Optional[str] = DefaultConfig.oauth_key_id
     oauth_auth_server: str = DefaultConfig.oauth_auth_server
     oauth_scope: str = DefaultConfig.oauth_scope

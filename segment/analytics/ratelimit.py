@@ -26,6 +26,12 @@ class RateLimitGate:
         """Seconds until sending is allowed again."""
         return max(0.0, self.until - now)
 
+    def preview(self, now: float, delay: float) -> tuple[float, float]:
+        """What :meth:`limit` would make of it: (the episode's start, seconds until sending is allowed)."""
+        with self._lock:
+            start = now if self.episode_start is None else self.episode_start
+            return start, max(self.until, now + delay) - now
+
     def limit(self, now: float, delay: float) -> float:
         """Record a rate-limited response arriving at ``now``; returns the episode's start."""
         with self._lock:

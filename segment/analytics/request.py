@@ -102,6 +102,7 @@ class _Batch:
         self.response: Optional[Response] = None
         self.cause: Optional[BaseException] = None
         self.kind: Optional[str] = None
+        self.retry_after = 0.0  # the last usable Retry-After, in seconds
 
     def settle(self, events: list[bytes], error: Optional[DeliveryError]) -> None:
         after_retry = self.state.requests > 1
@@ -230,9 +231,10 @@ class BatchSender:
                 self._warned_retry_after = True
                 log.warning("ignoring unparsable Retry-After header %r", redact(str(header))[:64])
             if retry_after.delay is not None:
-                episode_start = self.gate.limit(now, retry_after.delay)
-                # the wait is until the shared gate opens, which another consumer may have pushed further out
-                rate_limit = (episode_start, self.gate.wait_time(now))
+                # the wait is until the shared gate opens, which another consumer may have pushed further out;
+                # the gate closes only if the policy accepts the wait (a batch it drops holds nobody back)
+                rate_limit = self.gate.preview(now, retry_after.delay)
+                batch.retry_after = retry_after.delay
         if rate_limit is None:
             self.gate.release(sent_at)
         return Answered(status, now, len(group), rate_limit)
@@ -254,6 +256,7 @@ class BatchSender:
             return True
         self.stats.retry(str(outcome.status) if isinstance(outcome, Answered) else (batch.kind or "auth"))
         if step.rate_limited:
+            self.gate.limit(outcome.at, batch.retry_after)
             self.stats.rate_limited_wait()
             return True  # the shared gate makes every consumer wait before the next send
         log.debug("retry %d of %d in %.2fs", step.state.retries, self.policy.max_retries, step.seconds)
@@ -330,12 +333,12 @@ def _with_oauth(policy: RetryPolicy, oauth: bool) -> RetryPolicy:
 
 def _describe(response: Response) -> str:
     """``HTTP <status>: <start of the body>``, with secrets redacted before the body is cut."""
-    text = redact(response.body[:4096].decode("utf-8", "replace")).strip()
+    text = redact(response.body.decode("utf-8", "replace")).strip()
     return f"HTTP {response.status}" + (f": {text[:200]}" if text else "")
 
 
 def _redacted(response: Response) -> Response:
-    return Response(response.status, response.headers, redact(response.body.decode("utf-8", "replace")).encode())
+    return response.redacted()
 
 
 def _plain_sleep(seconds: float) -> bool:

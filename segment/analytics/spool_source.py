@@ -106,19 +106,24 @@ class SpoolSource:
                 self._maintain(reader)
 
     def _commit(self, reader: SpoolReader, lease: Lease) -> bool:
-        """Append a staged batch; on a disk error give it back to memory and degrade."""
+        """Append a staged batch; on a disk error give it back to memory (and degrade)."""
+        if not self._append(reader, lease.items):
+            self.staging.finish(lease, lease.items)
+            return False
+        self.staging.settle(lease)
+        self._enforce(reader)
+        return True
+
+    def _append(self, reader: SpoolReader, items: list[bytes]) -> bool:
         try:
-            ids = reader.append(lease.items, hold=False)
+            ids = reader.append(items, hold=False)
         except SpoolUnavailable as exc:
             self._degrade(exc)
-            self.staging.finish(lease, lease.items)
             return False
         with self._cond:
             self.appended += len(ids)
             self._committed_through = max(self._committed_through, ids[-1])
             self._cond.notify_all()
-        self.staging.settle(lease)
-        self._enforce(reader)
         return True
 
     def _maintain(self, reader: SpoolReader) -> None:
@@ -152,17 +157,8 @@ class SpoolSource:
         if reader is None or self.degraded:
             return
         items = self.staging.drain()
-        if not items:
-            return
-        try:
-            ids = reader.append(items, hold=False)
-        except SpoolUnavailable as exc:
-            self._degrade(exc)
+        if items and not self._append(reader, items):
             self.staging.requeue_front(items)
-            return
-        with self._cond:
-            self.appended += len(ids)
-            self._committed_through = max(self._committed_through, ids[-1])
 
     def _degrade(self, exc: BaseException) -> None:
         with self._cond:
