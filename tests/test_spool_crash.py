@@ -10,12 +10,18 @@ never send the same event; a dead one's events are adopted.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from segment.analytics import Client
+from segment.analytics.spool import SpoolStore
+from segment.analytics.spool_view import read_status
 from segment.analytics.testing import MockTrackingAPI, Reply
 from tests._spool_client_helpers import Worker, closed_port, delivered, is_subsequence, law, raw_bodies, run
 from tests.conftest import WRITE_KEY
@@ -45,7 +51,7 @@ def test_kill_9_at_random_moments_during_an_outage_loses_nothing_older_than_the_
         cfg = {"path": str(path), "host": host, "rate": 400, "tag": f"run{run_no}", "bytes": True, "count": None}
         worker = Worker("produce", cfg)
         worker.wait_line("A ", 10)
-        time.sleep(rng.uniform(0.1, 0.7))
+        time.sleep(rng.uniform(0.8, 1.4))
         runs.append((worker, worker.kill9()))
     assert api.message_ids() == []  # nothing was acknowledged: every event is still owed
     api.reset()  # the API is back
@@ -74,15 +80,17 @@ def test_every_way_a_process_ends_keeps_what_it_accepted_for_the_next_start(
     tmp_path: Path, api: MockTrackingAPI
 ) -> None:
     api.set_default(Reply(503))
-    endings = {
+    endings = {  # each after a pause longer than the sync interval (and than a busy machine's delays)
         "exit": [],  # the end of the script: the exit drain runs
         "sys_exit": ["sys_exit"],
         "shutdown": ["shutdown:0.3"],
-        "sigterm": ["sleep:0.2", "sigterm"],  # unhandled: no atexit, no drain
-        "os_exit": ["sleep:0.2", "os_exit"],
+        "sigterm": ["sigterm"],  # unhandled: no atexit, no drain
+        "os_exit": ["os_exit"],
     }
     workers = {
-        name: Worker("produce", {"path": str(tmp_path / name), "host": api.url, "count": 40, "then": steps})
+        name: Worker(
+            "produce", {"path": str(tmp_path / name), "host": api.url, "count": 40, "then": ["sleep:0.6", *steps]}
+        )
         for name, steps in endings.items()
     }
     for name, worker in workers.items():
@@ -99,6 +107,40 @@ def test_every_way_a_process_ends_keeps_what_it_accepted_for_the_next_start(
         assert stats["recovered"] == 40 and stats["delivered"] == 40 and stats["pending"] == 0, (name, stats)
     got = delivered(api)
     assert got == Counter({mid: 1 for worker in workers.values() for mid in worker.ids()})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="after shutdown(timeout) returns, the exit drain skips the client: events its writer thread has not "
+    "committed yet (a slow disk, a busy peer) are lost when the process exits, with no exit line",
+)
+def test_shutdown_then_exit_keeps_what_a_late_writer_had_not_committed(tmp_path: Path, api: MockTrackingAPI) -> None:
+    path = tmp_path / "spool"
+    SpoolStore(path).close()
+    holder = subprocess.Popen(  # a peer in a long write transaction: the writer thread waits for the database
+        [sys.executable, "-c", HOLD_WRITE_LOCK, str(path / "spool.db")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    holder.stdout.readline()
+    cfg = {"path": str(path), "host": closed_port(), "count": 40, "then": ["shutdown:0.3"], "exit_timeout": 5}
+    worker = Worker("produce", cfg)
+    worker.wait_line("SHUTDOWN")
+    time.sleep(1.0)  # well within exit_timeout: a writer given the exit budget commits once the peer is done
+    holder.stdin.close()
+    holder.wait(10)
+    worker.finish()
+    stats = deliver_all(path, api)
+    assert stats["recovered"] == 40, f"kept {stats['recovered']} of 40; exit lines: {worker.warnings()}"
+
+
+HOLD_WRITE_LOCK = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.read()
+conn.execute("COMMIT")
+"""
 
 
 def test_four_processes_share_a_path_and_one_killed_mid_batch_is_adopted(tmp_path: Path, api: MockTrackingAPI) -> None:
@@ -129,8 +171,11 @@ def test_four_processes_share_a_path_and_one_killed_mid_batch_is_adopted(tmp_pat
     sent_before_kill = set(api.received_message_ids()) & victim_ids
     must = victim.accepted_before(killed_at)
     deadline = time.monotonic() + 35  # the promise: adopted within 30 s
-    while [mid for mid in must if mid not in delivered(api)]:
+    while any(not o.alive and o.events for o in read_status(path).owners):
         assert time.monotonic() < deadline, "the dead process's events were not adopted within 30 s"
+        time.sleep(0.1)
+    while [mid for mid in must if mid not in delivered(api)]:
+        assert time.monotonic() < deadline, "the dead process's events were adopted but not delivered"
         time.sleep(0.1)
     stop.touch()
     for worker in survivors:
