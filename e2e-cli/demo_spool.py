@@ -2,8 +2,9 @@
 
 The local Tracking API is down (it answers 503). Process 1, a child started by the
 demo, tracks events through a client with ``storage=<a temporary directory>`` and a
-memory queue far smaller than the outage; once it has tracked them all it is killed
-with SIGKILL, as an OOM kill or a crashed host would end it. ``python -m
+memory queue far smaller than the outage; once it has tracked them all and they are
+on disk (which takes at most ``storage_sync_interval``, 0.2 s, on a machine that is not
+busy) it is killed with SIGKILL, as an OOM kill or a crashed host would end it. ``python -m
 segment.analytics spool status`` shows what it left. Then the API comes back and
 the demo itself, process 2, opens a client on the same directory, tracks a few
 more events, and delivers everything. The checks: every event process 1 accepted
@@ -49,6 +50,15 @@ def producer_main(path: str, host: str, count: int) -> int:
     out.flush()
     time.sleep(3600)  # killed by the demo long before
     return 0
+
+
+def _wait_on_disk(path: str, count: int, timeout: float = 10.0) -> None:
+    """Wait until the spool holds ``count`` events (read-only look, as ``spool status`` takes)."""
+    from segment.analytics.spool_view import read_status
+
+    deadline = time.monotonic() + timeout
+    while read_status(path).events < count and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _spool_status(path: str) -> list[str]:
@@ -97,7 +107,7 @@ def run(out: TextIO, count: int, demo_path: str) -> int:
             print(f"  process 1 failed (exit status {producer.returncode})", file=out)
             return 1
         refused = int(summary.split()[2])
-        time.sleep(0.5)  # more than storage_sync_interval (0.2 s): everything accepted is on disk
+        _wait_on_disk(path, len(accepted))  # within storage_sync_interval (0.2 s) on a machine that is not busy
         producer.send_signal(signal.SIGKILL)
         producer.wait(10)
         print(
