@@ -6,7 +6,8 @@ status):
 
 * ``spool status PATH [--json]``, ``spool export PATH``, ``spool drain PATH
   --write-key KEY [--host URL]``: :mod:`segment.analytics.spool_cli`.
-* ``doctor``: to be added as its own module listed in ``COMMAND_MODULES``.
+* ``doctor [--write-key KEY] [--host URL] [--no-send] [--json] [--timeout S]``:
+  :mod:`segment.analytics.doctor`.
 
 Exit status: 0 on success, 1 when the command ran but failed (its reason on
 stderr), 2 for usage errors (argparse).
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 # Modules providing ``register(subparsers)``, in the order they appear in ``--help``.
-COMMAND_MODULES = ("spool_cli",)
+COMMAND_MODULES = ("spool_cli", "doctor")
 
 
 def build_parser() -> argparse.ArgumentParser:

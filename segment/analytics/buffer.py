@@ -1,6 +1,9 @@
 """The bounded in-memory queue between callers and consumer threads (delivery.md §1).
 
-It holds encoded events (``bytes``). ``put`` never blocks. Consumers take
+It holds encoded events (``bytes``), bounded by count and by bytes. ``put``
+never blocks; when the buffer is full the pipeline may instead wait for room
+(:meth:`EventBuffer.put_wait`, ``on_full="block"``) or evict the oldest events
+(:meth:`EventBuffer.put_evicting`, ``on_full="drop_oldest"``). Consumers take
 whole batches with :meth:`EventBuffer.take`, bounded by count, bytes and a
 linger time, and hand them back with :meth:`EventBuffer.settle` once every
 event of the batch is delivered, dropped or given up at shutdown. Events are
@@ -14,6 +17,9 @@ import threading
 import time
 from collections import deque
 from typing import Callable, Optional
+
+#: Default bound on the bytes of the events waiting in the queue (``max_queue_bytes``).
+DEFAULT_MAX_QUEUE_BYTES = 64 << 20
 
 
 class Lease:
@@ -40,11 +46,18 @@ class Lease:
 class EventBuffer:
     """A bounded FIFO of encoded events, shared by producers and consumer threads."""
 
-    def __init__(self, capacity: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, capacity: int, clock: Callable[[], float] = time.monotonic, max_bytes: int = DEFAULT_MAX_QUEUE_BYTES
+    ) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._put_limit = capacity  # 0 once sealed: one comparison refuses both a full and a sealed buffer
         self._items: deque[bytes] = deque()
+        self._free = max_bytes  # max_bytes minus the total length of the queued events
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # consumers wait here for events
+        self._room = threading.Condition(self._lock)  # blocked producers wait here for room
+        self._blocked = 0
         self._clock = clock
         self.put_total = 0
         self._taken_total = 0
@@ -73,8 +86,13 @@ class EventBuffer:
         return not self._items
 
     def full(self) -> bool:
-        """Whether the next ``put`` would be refused."""
+        """Whether the queue holds ``max_queue_size`` events (a ``put`` may also be refused for bytes)."""
         return len(self._items) >= self.capacity
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the events waiting in the queue (bounded by ``max_bytes``)."""
+        return self.max_bytes - self._free
 
     def requeue_front(self, items: list[bytes]) -> None:
         """Put events a stopped consumer could not send back at the front, in order.
@@ -86,20 +104,86 @@ class EventBuffer:
             return
         with self._cond:
             self._items.extendleft(reversed(items))
+            self._free -= sum(len(item) for item in items)
             self._taken_total -= len(items)
             self._cond.notify_all()
 
     def put(self, item: bytes) -> bool:
-        """Append an event; ``False`` when the buffer is full or sealed. Never blocks."""
+        """Append an event; ``False`` when the buffer is full (by count or bytes) or sealed. Never blocks."""
         with self._lock:
             items = self._items
-            if len(items) >= self.capacity or self._sealed:
+            free = self._free - len(item)
+            if free < 0 or len(items) >= self._put_limit:
                 return False
             items.append(item)
+            self._free = free
             self.put_total += 1
             if self._waiting and (len(items) == 1 or len(items) >= self._wake_at):
                 self._cond.notify()
         return True
+
+    def _fits_locked(self, size: int) -> bool:
+        return len(self._items) < self.capacity and size <= self._free
+
+    def put_wait(self, item: bytes, timeout: float) -> bool:
+        """Append an event, waiting up to ``timeout`` seconds for room.
+
+        ``False`` when there is still no room, or as soon as the buffer is sealed or closed (a
+        shutdown or ``join()`` wakes every waiting producer). The wait is on a ``threading``
+        condition, which gevent's and eventlet's monkey-patching turn into a cooperative one.
+        """
+        size = len(item)
+        with self._lock:
+            deadline: Optional[float] = None
+            while not self._fits_locked(size):
+                if self._sealed or self._closed or size > self.max_bytes:
+                    return False
+                now = self._clock()
+                if deadline is None:
+                    deadline = now + timeout
+                if now >= deadline:
+                    return False
+                self._blocked += 1
+                try:
+                    self._room.wait(deadline - now)
+                finally:
+                    self._blocked -= 1
+            if self._sealed:
+                return False
+            self._append_locked(item, size)
+        return True
+
+    def put_evicting(self, item: bytes) -> Optional[Lease]:
+        """Append an event, first removing the oldest queued events until it fits.
+
+        Returns a :class:`Lease` holding the evicted events (maybe none), which the caller must
+        report and then :meth:`settle`; ``None`` when the event was not queued (sealed, or larger
+        than ``max_bytes``).
+        """
+        size = len(item)
+        with self._lock:
+            if self._sealed or size > self.max_bytes:
+                return None
+            evicted: list[bytes] = []
+            lease = Lease(evicted, self._taken_total, 0)
+            items = self._items
+            while items and not self._fits_locked(size):
+                old = items.popleft()
+                self._free += len(old)
+                evicted.append(old)
+            if evicted:
+                self._taken_total += len(evicted)  # they left the queue: a flush mark may count them
+                self._leases.add(lease)  # until reported, so a flush waits for their report
+            self._append_locked(item, size)
+        return lease
+
+    def _append_locked(self, item: bytes, size: int) -> None:
+        items = self._items
+        items.append(item)
+        self._free -= size
+        self.put_total += 1
+        if self._waiting and (len(items) == 1 or len(items) >= self._wake_at):
+            self._cond.notify()
 
     def take(
         self, max_count: int, max_bytes: int, linger: float, first_wait: Optional[float] = None
@@ -135,7 +219,10 @@ class EventBuffer:
                         break
                     batch.append(items.popleft())
                     lease.size += item_size
+                    self._free += item_size - 1
                     self._taken_total += 1
+                if self._blocked and batch:
+                    self._room.notify_all()
                 if full or len(batch) >= max_count or self._closed or lease.first_seq < self._urgent_until:
                     return lease
                 remaining = deadline - self._clock()
@@ -169,8 +256,10 @@ class EventBuffer:
         with self._cond:
             items = list(self._items)
             self._items.clear()
+            self._free = self.max_bytes
             self._taken_total += len(items)
             self._cond.notify_all()
+            self._room.notify_all()
             return items
 
     def request_flush(self) -> int:
@@ -214,6 +303,8 @@ class EventBuffer:
         """Refuse every later :meth:`put`; returns the flush mark covering everything accepted before."""
         with self._cond:
             self._sealed = True
+            self._put_limit = 0
+            self._room.notify_all()
         return self.request_flush()
 
     @property
@@ -226,6 +317,7 @@ class EventBuffer:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._room.notify_all()
 
     def reopen(self) -> None:
         """Allow consumers to take again after :meth:`close` (used when consumers are restarted)."""

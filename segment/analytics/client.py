@@ -92,6 +92,9 @@ class Client:
         storage_max_bytes: int = DefaultConfig.storage_max_bytes,
         storage_max_age: float = DefaultConfig.storage_max_age,
         storage_sync_interval: float = DefaultConfig.storage_sync_interval,
+        max_queue_bytes: int = DefaultConfig.max_queue_bytes,
+        on_full: str = DefaultConfig.on_full,
+        block_timeout: float = DefaultConfig.block_timeout,
     ) -> None:
         options = dict(locals())
         del options["self"]
@@ -105,7 +108,6 @@ class Client:
                 self.log.addHandler(logging.StreamHandler())
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "_pipeline", Pipeline(config))
-        object.__setattr__(self, "_warned_full", False)
 
     config: Config
     _pipeline: Pipeline
@@ -164,10 +166,7 @@ class Client:
             return True, msg
         if reason is DropReason.CLIENT_CLOSED:
             return pipeline.refuse(reason, msg, "the client was shut down")
-        if not self._warned_full:
-            object.__setattr__(self, "_warned_full", True)
-            self.log.warning("queue is full (max_queue_size=%d): events are being dropped", config.max_queue_size)
-        return pipeline.refuse(reason, msg, f"queue is full (max_queue_size={config.max_queue_size})")
+        return pipeline.refuse(reason, msg, pipeline.full_text())
 
     # -- flush, join, shutdown ------------------------------------------------
 

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from segment.analytics.buffer import DEFAULT_MAX_QUEUE_BYTES
 from segment.analytics.errors import ArgumentError
 from segment.analytics.retry import (
     DEFAULT_MAX_RATE_LIMIT_DURATION,
@@ -15,12 +16,16 @@ from segment.analytics.retry import (
     DEFAULT_MAX_TOTAL_BACKOFF_DURATION,
     RetryPolicy,
 )
+from segment.analytics.wire import MAX_MSG_SIZE
 
-__all__ = ["Config", "DefaultConfig", "ErrorCallback", "Message", "SuccessCallback", "check_timeout"]
+__all__ = ["ON_FULL", "Config", "DefaultConfig", "ErrorCallback", "Message", "SuccessCallback", "check_timeout"]
 
 Message = dict[str, Any]
 ErrorCallback = Callable[[BaseException, list[Message]], Any]
 SuccessCallback = Callable[[list[Message]], Any]
+
+#: What a call does when the queue is full (``on_full``).
+ON_FULL = ("drop_new", "drop_oldest", "block")
 
 
 class DefaultConfig:
@@ -35,6 +40,9 @@ class DefaultConfig:
     send = True
     sync_mode = False
     max_queue_size = 10000
+    max_queue_bytes = DEFAULT_MAX_QUEUE_BYTES
+    on_full = "drop_new"
+    block_timeout: float = 5.0
     gzip = False
     timeout: float = 15
     max_retries = DEFAULT_MAX_RETRIES
@@ -69,6 +77,9 @@ class Config:
     send: bool = DefaultConfig.send
     sync_mode: bool = DefaultConfig.sync_mode
     max_queue_size: int = DefaultConfig.max_queue_size
+    max_queue_bytes: int = DefaultConfig.max_queue_bytes
+    on_full: str = DefaultConfig.on_full
+    block_timeout: float = DefaultConfig.block_timeout
     gzip: bool = DefaultConfig.gzip
     timeout: float = DefaultConfig.timeout
     max_retries: int = DefaultConfig.max_retries
@@ -98,8 +109,15 @@ class Config:
             raise ArgumentError("host", f"host must be a URL string, got {type(self.host).__name__}")
         for name in ("max_queue_size", "thread", "upload_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("upload_interval", "exit_timeout"):
+        for name in ("upload_interval", "exit_timeout", "block_timeout"):
             _non_negative(name, getattr(self, name))
+        _positive_int("max_queue_bytes", self.max_queue_bytes)
+        if self.max_queue_bytes < MAX_MSG_SIZE:
+            message = f"max_queue_bytes must be at least {MAX_MSG_SIZE} (one event of the largest size), got"
+            raise ArgumentError("max_queue_bytes", f"{message} {self.max_queue_bytes!r}")
+        if not isinstance(self.on_full, str) or self.on_full not in ON_FULL:
+            choices = ", ".join(repr(choice) for choice in ON_FULL)
+            raise ArgumentError("on_full", f"on_full must be one of {choices}, got {self.on_full!r}")
         timeout = self.timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise ArgumentError("timeout", f"timeout must be a positive number of seconds, got {timeout!r}")

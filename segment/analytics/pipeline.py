@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable, Optional, Union
@@ -21,6 +22,7 @@ from segment.analytics.auth import Auth
 from segment.analytics.buffer import EventBuffer, Lease
 from segment.analytics.config import Config, Message
 from segment.analytics.consumer import Consumer
+from segment.analytics.dropsummary import DropSummary
 from segment.analytics.errors import DeliveryError
 from segment.analytics.request import BatchSender, RateLimitGate
 from segment.analytics.retry import DropReason
@@ -64,9 +66,16 @@ class Pipeline:
                 config.max_retries,
             )
         self._policy = config.policy()
+        limits = f"max_queue_size={config.max_queue_size}, max_queue_bytes={config.max_queue_bytes}"
+        if config.on_full == "block":
+            limits += f", waited up to block_timeout={config.block_timeout:g}s"
+        self._full_limits = f"queue is full ({limits})"
+        self._full_refused = self.full_text("event refused")
+        self._on_full_acts = config.on_full != "drop_new"  # drop_new: a failed put is the answer
         self._stop = threading.Event()
         self._exiting = False
         self._drained = False
+        self._local = threading.local()  # callbacks running on this thread (a callback never blocks on a full queue)
         self._build()
         self.state = State.RUNNING if self._sending else State.STOPPED
         if self.state is State.RUNNING:
@@ -81,7 +90,8 @@ class Pipeline:
         """Create the lock, buffer (and spool), counters, gate, transport and sender (again after a fork)."""
         config = self.config
         self._lock = threading.Lock()
-        self.buffer = EventBuffer(config.max_queue_size)
+        self.pid = os.getpid()  # the process that built this state (the doctor compares it after a fork)
+        self.buffer = EventBuffer(config.max_queue_size, max_bytes=config.max_queue_bytes)
         self.spool: Optional[SpoolSource] = None
         if config.storage is not None and self._sending:
             self.spool = SpoolSource(
@@ -95,6 +105,7 @@ class Pipeline:
             )
         self.source: Union[EventBuffer, SpoolSource] = self.spool or self.buffer
         self.counters = DeliveryStats()
+        self.drops = DropSummary()
         self.consumers: list[Consumer] = []
         self.transport = Transport(config.host, config.timeout, config.proxies, pool_size=config.thread)
         self.sender = BatchSender(
@@ -120,6 +131,7 @@ class Pipeline:
         self.source.reopen()
         if self.spool is not None:
             self.spool.start()
+        self.drops.restart()
         config = self.config
         max_bytes = BATCH_SIZE_LIMIT - self.sender.envelope_size()
         self.consumers = [
@@ -189,12 +201,14 @@ class Pipeline:
                 self._notify(self.config.on_success, None, events)
         else:
             self.counters.dropped(error.reason, len(events))
+            self.drops.add(error.reason, error.status if error.status is not None else error.kind, len(events))
             if self.config.on_error:
                 self._notify(self.config.on_error, error, events)
 
     def refuse(self, reason: DropReason, msg: Message, text: str) -> tuple[bool, Message]:
         """Count and report an event accepted but not queued; the call returns ``(False, msg)``."""
         self.counters.refuse(reason)
+        self.drops.add(reason)
         if self.config.on_error:
             self._call(self.config.on_error, DeliveryError(reason, text), [msg])
         return False, msg
@@ -210,22 +224,53 @@ class Pipeline:
         else:
             self._call(callback, error, messages)
 
-    @staticmethod
-    def _call(callback: Callable[..., Any], *args: Any) -> None:
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        local = self._local
+        local.callbacks = getattr(local, "callbacks", 0) + 1
         try:
             callback(*args)
         except (Exception, SystemExit):
             log.exception("exception raised by the %s callback (ignored)", _name(callback))
+        finally:
+            local.callbacks -= 1
 
     # -- the calls' side ------------------------------------------------------
 
     def put(self, data: bytes) -> Optional[DropReason]:
         """Queue one encoded event; ``None`` when queued, else why it was not."""
-        if self.buffer.put(data):
+        if self.buffer.put(data) or (self._on_full_acts and self._put_when_full(data)):
             if self.state is State.FORKED:
                 self._ensure_running()
             return None
         return DropReason.CLIENT_CLOSED if self.buffer.sealed else DropReason.QUEUE_FULL
+
+    def _put_when_full(self, data: bytes) -> bool:
+        """The queue was full: apply ``on_full``; whether ``data`` was queued after all.
+
+        ``block`` never waits in a callback or on a consumer thread (it could wait for itself), at exit,
+        or when no consumer runs to make room; shutdown and ``join()`` wake the waiters.
+        """
+        on_full = self.config.on_full
+        if self.buffer.sealed:
+            return False
+        if on_full == "block":
+            in_callback: int = getattr(self._local, "callbacks", 0)
+            if in_callback or self._exiting or self._on_consumer_thread() or not self._alive():
+                return False
+            return self.buffer.put_wait(data, self.config.block_timeout)
+        evicted = self.buffer.put_evicting(data)
+        if evicted is None:
+            return False
+        if evicted.items:
+            try:
+                self.record(evicted.items, DeliveryError(DropReason.QUEUE_FULL, self.full_text("oldest event dropped")))
+            finally:
+                self.buffer.settle(evicted)
+        return True
+
+    def full_text(self, what: Optional[str] = None) -> str:
+        """Why the queue had no room, for a ``queue_full`` report (``what`` ``None``: the event was refused)."""
+        return self._full_refused if what is None else f"{self._full_limits}: {what}"
 
     def send_now(self, data: bytes) -> bool:
         """Sync mode: deliver one event in the caller's thread; whether it was delivered."""
@@ -257,6 +302,7 @@ class Pipeline:
             consumers = list(self.consumers)
             self._stop.set()
             self.source.close()
+        self.drops.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
         for consumer in consumers:
             if consumer is threading.current_thread() or not consumer.is_alive():
@@ -293,6 +339,7 @@ class Pipeline:
             self.transport.close()
         if self.spool is not None:
             self.spool.release()  # what it still holds goes to the next client that opens the spool
+        self.drops.flush()
         return self.pending()
 
     def stats(self) -> dict[str, Any]:
@@ -318,6 +365,7 @@ class Pipeline:
                 return  # a spool handed over at shutdown: its events are the next client's now
             self._drained = True
             self._exiting = True
+        self.drops.stop()  # starts no thread at exit
         if self._alive():
             self.source.wait_settled(self.source.request_flush(), self.config.exit_timeout, self._alive)
         self._stop.set()
@@ -326,6 +374,7 @@ class Pipeline:
         if spool is not None:
             spool.join_writer(0.5)
             spool.commit_staged()  # whatever the writer did not take: a new thread may not start now
+        self.drops.flush()
         pending = self.pending()
         kept = min(pending, spool.stored()) if spool is not None and not spool.degraded else 0
         if kept:
