@@ -182,7 +182,8 @@ def render(report: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         ratio_text = ""
         ratio = entry.get("ratio")
         if ratio:
-            ratio_text = f"{ratio['median']:.2f}x [{ratio['min']:.2f}-{ratio['max']:.2f}]"
+            shown = run._ratio_text(ratio["median"], entry.get("goal"))
+            ratio_text = f"{shown} [{ratio['min']:.2f}-{ratio['max']:.2f}]"
             if entry.get("goal"):
                 op, _, bound = entry["goal"].partition(":")
                 ratio_text += f" ({'≤' if op == 'le' else '≥'} {bound}x {'✅' if entry['met'] else '❌'})"
