@@ -114,9 +114,6 @@ class Worker:
         """``(reason, messageIds)`` of every ``on_error`` call."""
         return [(parts[1], parts[3:]) for parts in self._split("E")]
 
-    def dropped_ids(self, reason: Optional[str] = None) -> list[str]:
-        return [mid for why, ids in self.errors() if reason is None or why == reason for mid in ids]
-
     def succeeded(self) -> list[str]:
         """messageIds ``on_success`` reported, in order (``"report_success": true`` runs)."""
         return [mid for parts in self._split("S") for mid in parts[1:]]

@@ -121,6 +121,7 @@ def test_an_outage_of_ten_times_the_queue_refuses_nothing_and_keeps_memory_flat(
     after = worker.stats(-1)
     assert (after["delivered"], after["pending"], after["dropped"], after["stored"]) == (5000, 0, 0, 0)
     assert law(after)
+    assert worker.errors() == []  # on_error was never called
     got = delivered(api)
     assert set(got) == set(worker.ids()) and max(got.values()) == 1
 

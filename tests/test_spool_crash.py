@@ -198,6 +198,7 @@ def test_four_processes_share_a_path_and_one_killed_mid_batch_is_adopted(tmp_pat
     assert sum(s["recovered"] for s in stats) == len(adopted) > 0
     for s in stats:
         assert law(s) and s["pending"] == 0 and s["dropped"] == 0, s
+    assert [w.errors() for w in survivors] == [[], [], []]
 
 
 def test_a_forked_child_ending_in_os_exit_loses_nothing(tmp_path: Path, api: MockTrackingAPI) -> None:
