@@ -102,7 +102,7 @@ def test_an_outage_of_ten_times_the_queue_refuses_nothing_and_keeps_memory_flat(
         "pad": 1500,
         "rss_every": 500,
         "options": {"max_queue_size": 500},
-        "then": ["stats", "wait:" + str(up), "until_pending:20", "stats", "shutdown:5"],
+        "then": ["sleep:0.5", "stats", "wait:" + str(up), "until_pending:20", "stats", "shutdown:5"],
     }
     worker = Worker("produce", cfg)
     worker.wait_line("STATS ", timeout=30)
