@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,7 @@ class Variant:
     orjson: bool
     expect_file_under: Path
     expect_version: Optional[str] = None
+    args: list[str] = field(default_factory=list)  # more arguments for workloads.py (``--storage DIR``)
 
 
 def _clean_env() -> dict[str, str]:
@@ -145,7 +147,11 @@ def ensure_reference_venv(recreate: bool = False) -> str:
 
 
 def make_variants(ref_python: str, ours_src: Path, ours_python: str) -> tuple[list[Variant], list[str]]:
-    """The reference, ours with the standard library's json, and ours with orjson when it is installed."""
+    """The reference, ours with the standard library's json, ours with orjson when it is installed, ours + spool.
+
+    ``ours_spool`` (standard-library JSON, the durable spool on, under the system's temporary
+    directory) is measured only when asked for (``--variants``; bench/spool_client_bench.py does).
+    """
     notes: list[str] = []
     ref_env = _clean_env()
     ours_env = _clean_env()
@@ -161,6 +167,9 @@ def make_variants(ref_python: str, ours_src: Path, ours_python: str) -> tuple[li
         )
     else:
         notes.append("orjson is not installed for our interpreter: the fast-JSON variant was not measured")
+    spool = ["--storage", tempfile.gettempdir()]
+    label = "ours + spool (stdlib json)"
+    variants.append(Variant("ours_spool", label, ours_python, ours_env, False, ours_src / "segment", args=spool))
     return variants, notes
 
 
@@ -273,6 +282,7 @@ def run_workload(variant: Variant, placement: Placement, workload: str, port: in
         str(n),
         "--orjson",
         "on" if variant.orjson else "off",
+        *variant.args,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=variant.env, cwd=str(BENCH))
     if done.returncode != 0:
@@ -285,6 +295,8 @@ def run_workload(variant: Variant, placement: Placement, workload: str, port: in
         raise SystemExit(f"{variant.name} imported version {lib['version']}, expected {variant.expect_version}")
     if bool(lib["orjson"]) != variant.orjson:
         raise SystemExit(f"{variant.name}: orjson in use is {lib['orjson']}, expected {variant.orjson}")
+    if bool(result.get("storage")) != ("--storage" in variant.args):
+        raise SystemExit(f"{variant.name}: the spool was {'on' if result.get('storage') else 'off'}, not as asked")
     if result["delivered"] != result["expected"]:
         raise SystemExit(f"{variant.name} {workload}: delivered {result['delivered']} of {result['expected']}")
     return dict(result)
@@ -583,7 +595,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--backfill-reps", type=int, default=1, help="repetitions of the 1M-event backfill (default 1)")
     parser.add_argument("--modes", default="pinned,unpinned", help="pinned, unpinned or both (comma-separated)")
     parser.add_argument("--workloads", default=",".join(WORKLOAD_ORDER))
-    parser.add_argument("--variants", default="ref,ours,ours_orjson", help="which of ref, ours, ours_orjson to run")
+    parser.add_argument(
+        "--variants", default="ref,ours,ours_orjson", help="which of ref, ours, ours_orjson, ours_spool to run"
+    )
     parser.add_argument("--ours-src", type=Path, default=ROOT, help="directory holding the segment/ package to test")
     parser.add_argument("--recreate-ref", action="store_true", help="rebuild .bench-venv")
     parser.add_argument("--no-write", action="store_true", help="do not write results/latest.json nor README.md")

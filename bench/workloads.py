@@ -11,7 +11,12 @@ withhold) and returns a dict of figures, always with ``expected`` and
 is never reported as a result. As a program it runs one workload and prints
 one JSON line::
 
-    python bench/workloads.py caller|throughput|memory|wire|backfill --port N [--n N] [--orjson on|off]
+    python bench/workloads.py caller|throughput|memory|wire|backfill --port N [--n N] [--orjson on|off] [--storage DIR]
+
+``--storage DIR`` (this library only) turns its durable spool on: every client
+gets a fresh spool directory under ``DIR``. Two more workloads need it:
+``spool_disk`` (disk bytes per spooled event) and ``backlog`` (delivering a
+backlog left in the spool by an earlier process).
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ import json
 import logging
 import os
 import resource
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from typing import Any, Callable, Optional
@@ -145,10 +153,25 @@ def set_orjson(enabled: bool) -> None:
     encoding.use_orjson(enabled)
 
 
+_storage_dir: Optional[str] = None  # --storage: this library's durable spool, a fresh directory per client
+DOWN_HOST = "http://127.0.0.1:9"  # nothing listens there: an API that is down (connection refused)
+
+
+def fresh_spool() -> str:
+    """A new spool directory under ``--storage``."""
+    assert _storage_dir is not None, "this workload needs --storage DIR"
+    return os.path.join(tempfile.mkdtemp(dir=_storage_dir), "spool")
+
+
 def new_client(control: SinkControl, **options: Any) -> Any:
-    """A ``Client`` sending to the sink; ``options`` are passed as given (defaults otherwise)."""
+    """A ``Client`` sending to the sink; ``options`` are passed as given (defaults otherwise).
+
+    With ``--storage`` every client has its own spool directory (``storage=``).
+    """
     from segment.analytics import Client
 
+    if _storage_dir is not None:
+        options.setdefault("storage", fresh_spool())
     return Client(WRITE_KEY, host=control.url, **options)
 
 
@@ -372,6 +395,109 @@ def wire(control: SinkControl, n: int = 5_000) -> dict[str, Any]:
     return results
 
 
+# -- the durable spool (this library only, with --storage) ----------------------------------------
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def spool_disk(control: SinkControl, n: int = 100_000) -> dict[str, Any]:
+    """(spool) Bytes on disk per spooled event against the event's own JSON.
+
+    The sink withholds its answers, so the consumer is stuck in its first request
+    and every event stays in the spool; once all ``n`` are committed,
+    ``stats()["storage_bytes"]`` (database, WAL and shared memory) is divided by
+    ``n`` and compared with the mean size of the events' JSON (as the library
+    encoded them). Then the sink lets go and every event must be delivered.
+    """
+    from segment.analytics.encoding import encode
+
+    pool = event_pool()
+    control.reset()
+    control.withhold(True)
+    json_bytes = 0
+    try:
+        client = new_client(control, max_queue_size=max(n, 10_000))
+        size = len(pool)
+        for i in range(n):
+            user_id, event, properties = pool[i % size]
+            accepted, message = client.track(user_id, event, properties)
+            if not accepted:
+                raise RuntimeError("an event was refused")
+            json_bytes += len(encode(message))
+        _wait(lambda: client.stats()["stored"] >= n, 120, "every event to be committed")
+        disk = client.stats()["storage_bytes"]
+    finally:
+        control.withhold(False)
+    client.flush()
+    stats = _verify(control, n)
+    client.shutdown()
+    return {
+        "expected": n,
+        "delivered": stats["events"],
+        "json_bytes_per_event": json_bytes / n,
+        "disk_bytes_per_event": disk / n,
+        "disk_ratio": disk / json_bytes,
+    }
+
+
+def spool_fill(control: SinkControl, n: int = 100_000, path: str = "") -> dict[str, Any]:
+    """(spool) Track ``n`` events while the API is down and exit: they are kept in the spool at ``path``."""
+    from segment.analytics import Client
+
+    pool = event_pool()
+    client = Client(WRITE_KEY, host=DOWN_HOST, storage=path, max_queue_size=max(n, 10_000), exit_timeout=0)
+    refused = _track_all(client, pool, n)
+    return {"expected": n, "delivered": n, "refused": refused}  # delivered by the next process: see backlog
+
+
+def backlog(control: SinkControl, n: int = 100_000) -> dict[str, Any]:
+    """(spool) Seconds to deliver a backlog of ``n`` events that an earlier process left in the spool.
+
+    A child process tracks ``n`` events with the API down and exits (the exit line
+    says they were kept). Then, timed: a client opened on the same directory,
+    pointed at the sink, adopts them and ``flush()`` returns when every one was
+    delivered (the sink's count is checked, and ``recovered``).
+    """
+    path = fresh_spool()
+    done = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "spool_fill", "--port", "0", "--n", str(n), "--path", path],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0 or f"{n} kept in the spool" not in done.stderr:
+        raise RuntimeError(f"the first process did not leave {n} events in the spool: {done.stderr[-2000:]}")
+    control.reset()
+    gc.collect()
+    cpu0 = _cpu()
+    wall0 = time.perf_counter()
+    client = new_client(control, storage=path)
+    while client.flush(60):
+        if time.perf_counter() - wall0 > 600:
+            raise RuntimeError("the backlog was not delivered within 10 minutes")
+    wall = time.perf_counter() - wall0
+    cpu = _cpu() - cpu0
+    recovered = client.stats()["recovered"]
+    stats = _verify(control, n)
+    client.shutdown()
+    if recovered != n:
+        raise RuntimeError(f"recovered {recovered}, expected {n}")
+    return {
+        "expected": n,
+        "delivered": stats["events"],
+        "backlog_seconds": wall,
+        "backlog_events_per_s": n / wall,
+        "backlog_cpu_s": cpu,
+        "requests": stats["requests"],
+    }
+
+
 #: The settings a bulk job would use (README "Bulk imports and backfills"); both libraries get them.
 BACKFILL_OPTIONS = {"upload_size": 500, "thread": 2}
 
@@ -431,19 +557,36 @@ WORKLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "throughput": throughput,
     "memory": memory,
     "wire": wire,
+    "spool_disk": spool_disk,
+    "backlog": backlog,
+    "spool_fill": spool_fill,
     "backfill": backfill,
 }
 
 
-def run(name: str, port: int, n: Optional[int] = None, orjson: bool = True) -> dict[str, Any]:
-    """Run workload ``name`` against the sink on ``port``; returns its figures and the library used."""
-    _quiet_logs()
+def run(
+    name: str, port: int, n: Optional[int] = None, orjson: bool = True, storage: Optional[str] = None, **kwargs: Any
+) -> dict[str, Any]:
+    """Run workload ``name`` against the sink on ``port``; returns its figures and the library used.
+
+    ``storage``: a directory under which each client gets its own spool (removed afterwards).
+    """
+    global _storage_dir
+    if name != "spool_fill":
+        _quiet_logs()  # spool_fill's exit line (on stderr) is how backlog checks that the events were kept
     set_orjson(orjson)
     control = SinkControl(port)
-    kwargs = {} if n is None else {"n": n}
-    result = WORKLOADS[name](control, **kwargs)
+    if n is not None:
+        kwargs["n"] = n
+    _storage_dir = tempfile.mkdtemp(prefix="spool-", dir=storage) if storage else None
+    try:
+        result = WORKLOADS[name](control, **kwargs)
+    finally:
+        if _storage_dir is not None:
+            shutil.rmtree(_storage_dir, ignore_errors=True)
     result["workload"] = name
     result["library"] = library_info()
+    result["storage"] = storage is not None
     return result
 
 
@@ -454,8 +597,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--orjson", choices=("on", "off"), default="on")
+    parser.add_argument("--storage", default=None, help="turn the durable spool on, under this directory")
+    parser.add_argument("--path", default=None, help=argparse.SUPPRESS)  # spool_fill's spool
     args = parser.parse_args(argv)
-    result = run(args.workload, args.port, args.n, args.orjson == "on")
+    extra = {"path": args.path} if args.path else {}
+    result = run(args.workload, args.port, args.n, args.orjson == "on", args.storage, **extra)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

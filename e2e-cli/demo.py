@@ -7,16 +7,20 @@ Retry-After, 5xx, connection resets, timeouts-ish slow answers, and one bad
 request), sends the events through a :class:`~segment.analytics.Client` with
 two consumer threads while printing a progress line, then prints a delivery
 report built from ``client.stats()`` and cross-checks it against what the
-server stored. Exit code 0 when every check holds.
+server stored. Then the durable spool's part (``demo_spool.py``): an outage
+with a kill -9 and a restart in the middle, every event delivered at the end.
+Exit code 0 when every check holds.
 
 Options: ``--events N`` (default 3000), ``--seed N``, ``--threads N``,
-``--batch-size N``, ``--rate EVENTS_PER_SECOND``, ``--verbose``.
+``--batch-size N``, ``--rate EVENTS_PER_SECOND``, ``--spool-events N`` (default
+1500, 0 skips the spool part), ``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 import threading
@@ -26,8 +30,10 @@ from collections import Counter
 from typing import Any, Callable, Optional, Sequence, TextIO
 
 try:  # installed: the package is importable; from a checkout: this folder is sys.path[0]
+    from segment_e2e_cli import demo_spool
     from segment_e2e_cli.checkout import use_checkout
 except ImportError:
+    import demo_spool  # type: ignore[no-redef]
     from checkout import use_checkout  # type: ignore[no-redef]
 
 use_checkout()
@@ -165,16 +171,23 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="consumer threads (default 2)")
     parser.add_argument("--batch-size", type=int, default=20, help="upload_size (default 20)")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second produced (default 1000)")
+    parser.add_argument(
+        "--spool-events", type=int, default=1500, help="events tracked through the spool part's outage (0: skip)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show the library's warnings as they happen")
+    parser.add_argument("--spool-producer", nargs=3, metavar=("PATH", "HOST", "COUNT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.events < 1 or args.threads < 1 or args.batch_size < 1 or args.rate <= 0:
-        parser.error("--events, --threads, --batch-size and --rate must be positive")
+    if args.events < 1 or args.threads < 1 or args.batch_size < 1 or args.rate <= 0 or args.spool_events < 0:
+        parser.error("--events, --threads, --batch-size and --rate must be positive, --spool-events not negative")
     return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the demo; returns 0 when the report's cross-checks hold."""
     args = _parse_args(argv)
+    if args.spool_producer:  # process 1 of the spool part
+        path, host, count = args.spool_producer
+        return demo_spool.producer_main(path, host, int(count))
     out = sys.stdout
     if not args.verbose:
         logging.getLogger("segment").setLevel(logging.ERROR)  # drops are shown by the demo itself
@@ -261,7 +274,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         server_ids = api.message_ids()
         server_requests = api.request_count()
         api.stop()
-    return _report(out, client.stats(), dropped, delivered_ids, dropped_ids, server_ids, server_requests, wall, left)
+    code = _report(out, client.stats(), dropped, delivered_ids, dropped_ids, server_ids, server_requests, wall, left)
+    if args.spool_events:
+        code |= demo_spool.run(out, args.spool_events, os.path.abspath(__file__))
+    return code
 
 
 def _report(

@@ -189,3 +189,27 @@ def test_report_ratio_pairs_each_repetition_with_its_reference_run() -> None:
     assert ours["ratio"] == pytest.approx(0.3)  # median of 0.3, 0.3, 0.5: a slow moment hit both runs of rep 1
     assert ours["ratio_of_medians"] == pytest.approx(0.5)
     assert ours["met"] is True
+
+
+@pytest.fixture()
+def spool_base(tmp_path: Path) -> Iterator[Path]:
+    """What ``workloads.py --storage DIR`` sets: every client gets its own spool under ``DIR``."""
+    workloads._storage_dir = str(tmp_path)
+    yield tmp_path
+    workloads._storage_dir = None
+
+
+def test_spool_disk_workload_measures_the_spool_and_delivers_everything(control: Any, spool_base: Path) -> None:
+    result = workloads.spool_disk(control, n=2_000)
+    assert result["delivered"] == result["expected"] == 2_000
+    assert 500 < result["json_bytes_per_event"] < 800
+    assert result["disk_bytes_per_event"] > result["json_bytes_per_event"] and result["disk_ratio"] > 1
+    assert list(spool_base.glob("*/spool/spool.db")), "the workload did not use a spool"
+    _assert_clean(control)
+
+
+def test_backlog_workload_delivers_what_an_earlier_process_left(control: Any, spool_base: Path) -> None:
+    result = workloads.backlog(control, n=2_000)
+    assert result["delivered"] == result["expected"] == 2_000  # and recovered == 2,000 (checked by the workload)
+    assert result["backlog_seconds"] > 0 and result["requests"] >= 20
+    _assert_clean(control)

@@ -13,7 +13,7 @@ from tests.e2e.harness import DEMO_PATH
 def test_demo_report_conserves_every_event() -> None:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, DEMO_PATH, "--events", "600", "--seed", "3"],
+        [sys.executable, DEMO_PATH, "--events", "600", "--seed", "3", "--spool-events", "400"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,4 +46,10 @@ def test_demo_report_conserves_every_event() -> None:
         "wall time",
     ):
         assert label in out
+    # the durable spool's part: process 1 killed -9 during an outage, process 2 delivers everything
+    assert "process 1 (pid" in out and "accepted 400, refused 0" in out, out
+    assert "events:  400" in out  # `spool status` between the two processes
+    assert "spool: all 400 events process 1 accepted were delivered after its kill -9, recovered 400  OK" in out
+    assert "conservation: accepted 200 + recovered 400 = delivered 600 + dropped 0 + pending 0  OK" in out, out
+    assert "server: stored 600 unique messageIds == delivered 600, 0 delivered twice  OK" in out, out
     assert elapsed < 30
