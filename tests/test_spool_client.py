@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -265,11 +266,6 @@ def test_storage_max_age_expires_what_waits_too_long_in_an_outage(
     assert law(stats) and stats["pending"] == 0 and stats["stored"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events older than storage_max_age found in the spool at a restart are delivered, not expired: "
-    "the consumers send what the store adopted before the writer's first limit check",
-)
 def test_storage_max_age_expires_what_an_earlier_process_left_too_long(
     tmp_path: Path, api: MockTrackingAPI, errors: ErrorLog
 ) -> None:
@@ -349,6 +345,9 @@ def damage_spool(tmp_path: Path, api: MockTrackingAPI, how: str) -> tuple[Path, 
             (path / extra).unlink(missing_ok=True)
         db.write_bytes(os.urandom(db.stat().st_size))
     else:
+        conn = sqlite3.connect(db)  # everything into the main file first: truncating it then loses real rows
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
         with open(db, "r+b") as f:
             f.truncate(db.stat().st_size // 2)
     api.reset()
@@ -374,11 +373,6 @@ def test_a_garbage_database_is_set_aside_and_the_client_keeps_delivering(
     assert (stats["recovered"], stats["delivered"], stats["stored"]) == (0, 20, 0) and law(stats)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="salvaging a truncated database can copy a row with id 0 (and no data) that no reader ever hands out: "
-    "it stays pending and stored for ever, in this process and every later one, and spool drain never ends empty",
-)
 def test_a_truncated_database_is_salvaged_and_the_client_keeps_delivering(
     tmp_path: Path, api: MockTrackingAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -392,7 +386,8 @@ def test_a_truncated_database_is_salvaged_and_the_client_keeps_delivering(
     finally:
         client.shutdown(2)
     warnings = spool_warnings(caplog)
-    assert len(warnings) == 2 and "damaged" in warnings[0] and "salvaged" in warnings[1], warnings
+    assert len(warnings) >= 2 and "damaged" in warnings[0] and "salvaged" in warnings[1], warnings
+    assert all("storage_corrupt" in w for w in warnings[2:]), warnings  # a garbled row, reported once
     got = delivered(api)
     assert {m["messageId"] for m in new} <= set(got)
     salvaged = set(got) - {m["messageId"] for m in new}
