@@ -218,13 +218,19 @@ class Pipeline:
 
     # -- flush, join, shutdown --------------------------------------------------
 
+    def start_flush(self) -> Optional[int]:
+        """Ask for what is queued now to be sent; the buffer mark to wait for, ``None`` if there is none."""
+        if not self._sending:
+            return None
+        self._ensure_running()
+        mark = self.buffer.request_flush()
+        return None if self._on_consumer_thread() else mark  # a consumer cannot wait for itself
+
     def flush(self, timeout: Optional[float]) -> int:
         """Send what is queued now; wait (within ``timeout``) until it is delivered or reported."""
-        if self._sending:
-            self._ensure_running()
-            mark = self.buffer.request_flush()
-            if not self._on_consumer_thread():  # a consumer cannot wait for itself
-                self.buffer.wait_settled(mark, timeout, self._alive)
+        mark = self.start_flush()
+        if mark is not None:
+            self.buffer.wait_settled(mark, timeout, self._alive)
         return self.pending()
 
     def join(self, timeout: Optional[float]) -> None:
@@ -247,21 +253,35 @@ class Pipeline:
         Called again (from another thread) while a shutdown runs, it waits for the same events.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        mark = self.start_shutdown()
+        if mark is not None:
+            self.buffer.wait_settled(mark, _remaining(deadline), self._alive)
+        return self.finish_shutdown(_remaining(deadline))
+
+    def start_shutdown(self) -> Optional[int]:
+        """Refuse new events and get what was accepted delivered; the buffer mark to wait for, or ``None``."""
+        with self._lock:
+            if self.state is State.CLOSED:
+                return None
+            self.state = State.CLOSING
+        mark = self.buffer.seal()
+        if self._on_consumer_thread() or not self._sending or self._exiting:
+            return None
+        with self._lock:
+            if not self._alive() and self.buffer.qsize():
+                self._start_consumers_locked()  # after join() or in a fresh fork: deliver first
+                self.state = State.CLOSING
+        return mark
+
+    def finish_shutdown(self, timeout: Optional[float]) -> int:
+        """Stop the consumers (waiting within ``timeout``) and close; returns the events left."""
         with self._lock:
             if self.state is State.CLOSED:
                 return self.pending()
-            self.state = State.CLOSING
-        mark = self.buffer.seal()
         if self._on_consumer_thread():
             self.buffer.close()  # the consumers drain what is queued, then stop
             return self.pending()
-        if self._sending and not self._exiting:
-            with self._lock:
-                if not self._alive() and self.buffer.qsize():
-                    self._start_consumers_locked()  # after join() or in a fresh fork: deliver first
-                    self.state = State.CLOSING
-            self.buffer.wait_settled(mark, _remaining(deadline), self._alive)
-        self.join(_remaining(deadline))
+        self.join(timeout)
         with self._lock:
             self.state = State.CLOSED
         if not self._alive():

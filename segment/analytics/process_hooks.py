@@ -31,11 +31,18 @@ class Drainable(Protocol):
 
 _pipelines: weakref.WeakSet[Any] = weakref.WeakSet()
 _child_hooks: list[Callable[[], None]] = []  # run once in a forked child, before the pipelines
+_forked = False  # this process is a fork of a Python process: it may well end in os._exit
 
 
 def register(pipeline: Drainable) -> None:
-    """Drain ``pipeline`` at exit and rebuild it after a fork (held weakly)."""
+    """Drain ``pipeline`` at exit and rebuild it after a fork (held weakly).
+
+    A pipeline created in a forked child (a pool worker that made its first client itself) also
+    gets the pool-worker drain at once: nothing else would run it if the worker ends in ``os._exit``.
+    """
     _pipelines.add(pipeline)
+    if _forked:
+        register_worker_drain(pipeline)
 
 
 def on_fork_child(hook: Callable[[], None]) -> None:
@@ -76,6 +83,8 @@ def _exit_all() -> None:
 
 
 def _fork_child_all() -> None:
+    global _forked
+    _forked = True
     for hook in _child_hooks:
         _guarded(hook)
     for pipeline in list(_pipelines):
