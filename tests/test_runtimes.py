@@ -150,7 +150,7 @@ HTTP_DRIVER = textwrap.dedent(
                 except (OSError, http.client.HTTPException):
                     conn.close()  # a worker recycled under us: the request is sent again
                     conn = UnixConnection("localhost", timeout=30)
-            if response.getheader("Connection", "").lower() == "close":
+            if response.getheader("Connection", "").lower() == "close" or response.version == 10:
                 conn.close()
                 conn = UnixConnection("localhost", timeout=30)
 
@@ -162,20 +162,26 @@ HTTP_DRIVER = textwrap.dedent(
 )
 
 
-def gunicorn_run(tmp: Path, args: list[str], requests: int = 2000) -> dict[str, Any]:
+def gunicorn_run(tmp: Path, args: list[str]) -> dict[str, Any]:
     import gunicorn.config
 
     if any(setting.name == "control_socket_disable" for setting in gunicorn.config.KNOWN_SETTINGS):
         args = ["--no-control-socket", *args]  # gunicorn >= 25 opens one in $HOME, shared by concurrent runs
+    sock = tmp / "g.sock"
+    command = [PYTHON, "-m", "gunicorn", "-b", f"unix:{sock}", "--graceful-timeout", "30", *args, "wsgiapp:app"]
+    return wsgi_run(tmp, command, sock)
+
+
+def wsgi_run(tmp: Path, command: list[str], sock: Path, requests: int = 2000) -> dict[str, Any]:
+    """Start a WSGI server on a UNIX socket, drive it with 4 client threads, SIGTERM it, see what arrived."""
     (tmp / "wsgiapp.py").write_text(WSGI_APP)
     (tmp / "driver.py").write_text(HTTP_DRIVER)
-    sock = tmp / "g.sock"
     with ApiProcess() as api:
         env = child_env(SEGMENT_WRITE_KEY=WRITE_KEY, SEGMENT_HOST=api.url)
         env["PYTHONPATH"] = os.pathsep.join([str(tmp), env["PYTHONPATH"]])
-        log = (tmp / "gunicorn.log").open("w")
+        log = (tmp / "server.log").open("w")
         server = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "-b", f"unix:{sock}", "--graceful-timeout", "30", *args, "wsgiapp:app"],
+            command,
             cwd=tmp,
             env=env,
             stdout=log,
@@ -206,7 +212,7 @@ def gunicorn_run(tmp: Path, args: list[str], requests: int = 2000) -> dict[str, 
         "before_stop": before_stop,
         "stop_took": stop_took,
         "returncode": code,
-        "log": (tmp / "gunicorn.log").read_text(),
+        "log": (tmp / "server.log").read_text(),
     }
 
 
@@ -226,7 +232,24 @@ def gunicorn_gthread_no_preload(tmp: Path) -> dict[str, Any]:
     return gunicorn_run(tmp, ["-k", "gthread", "-w", "2", "--threads", "4"])
 
 
-@pytest.mark.parametrize("scenario", ["gunicorn-sync-preload", "gunicorn-gthread-preload", "gunicorn-gthread"])
+UWSGI = os.path.join(os.path.dirname(PYTHON), "uwsgi")
+
+
+@scenario("uwsgi")
+def uwsgi_run(tmp: Path) -> dict[str, Any]:
+    """uWSGI's defaults: the application loads in the master, workers are forked from C (no at-fork hooks)."""
+    if not os.path.exists(UWSGI):
+        pytest.skip("uwsgi is not installed (it builds from source: not in the test extra)")
+    sock = tmp / "u.sock"
+    command = [
+        *(UWSGI, "--http-socket", str(sock), "--master", "--processes", "2", "--enable-threads", "--die-on-term"),
+        *("--max-requests", "600", "--min-worker-lifetime", "0"),  # each worker is recycled once, mid-run
+        *("--wsgi-file", "wsgiapp.py", "--callable", "app", "--need-app", "--disable-logging"),
+    ]
+    return wsgi_run(tmp, command, sock)
+
+
+@pytest.mark.parametrize("scenario", ["gunicorn-sync-preload", "gunicorn-gthread-preload", "gunicorn-gthread", "uwsgi"])
 def test_gunicorn_delivers_every_request_s_event_through_sigterm(
     scenario: str, results: dict[str, Future[Any]]
 ) -> None:
@@ -237,13 +260,17 @@ def test_gunicorn_delivers_every_request_s_event_through_sigterm(
     loaded = [i for i in counts if i.startswith("loaded-")]
     assert requests == {f"req-{n}" for n in range(2000)}, r["log"][-3000:]
     assert all(n == 1 for n in counts.values()), [i for i, n in counts.items() if n > 1][:5]
-    # with --preload the application loads once, in the master; without it, once per worker
-    assert len(loaded) == (1 if scenario.endswith("preload") else 2), loaded
+    # with --preload the application loads once, in the master; without it, once per worker. uWSGI's
+    # master (2.0.31) exits without running Python's exit hooks: its own event, still queued, is lost.
+    if scenario == "uwsgi":
+        assert len(loaded) <= 1, loaded
+    else:
+        assert len(loaded) == (2 if scenario == "gunicorn-gthread" else 1), loaded
     assert r["returncode"] == 0
     assert "could not be delivered" not in r["log"]
     print(
         f"\n[{scenario}] {len(requests)} of 2000 request events delivered ({r['before_stop']} before SIGTERM), "
-        f"SIGTERM to exit {r['stop_took']:.2f} s"
+        f"SIGTERM to exit {r['stop_took']:.2f} s; the application's load-time event delivered {len(loaded)} time(s)"
     )
 
 

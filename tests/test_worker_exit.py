@@ -108,3 +108,40 @@ def test_fork_pool_workers_that_cannot_deliver_say_how_many_they_left(tmp_path: 
     left = [int(n) for n in re.findall(r"segment: (\d+) event\(s\) could not be delivered", done.stderr)]
     assert sum(left) == 200, done.stderr
     assert WRITE_KEY not in done.stderr
+
+
+UNHOOKED_FORK = textwrap.dedent(
+    """
+    import ctypes, os, sys, types
+
+    sys.modules["uwsgi"] = types.ModuleType("uwsgi")  # what uWSGI's embedded interpreter has
+    import segment.analytics as analytics
+
+    analytics.write_key = {key!r}
+    analytics.host = {host!r}
+    analytics.upload_interval = 60
+
+    analytics.track("parent", "before the fork", message_id="parent-1")
+    assert analytics.flush(10) == 0
+    analytics.track("parent", "queued at the fork", message_id="parent-2")  # the child must not send it too
+    pid = ctypes.PyDLL(None).fork()  # a fork from C, as uWSGI makes its workers: no at-fork hook runs
+    if pid == 0:
+        for i in range(100):
+            analytics.track("child", "after the fork", message_id="child-%d" % i)
+        os._exit(analytics.flush(10))
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    assert analytics.flush(10) == 0
+    print("parent done", flush=True)
+    """
+)
+
+
+def test_a_worker_forked_without_python_s_at_fork_hooks_like_uwsgi_s_delivers_its_events() -> None:
+    """uWSGI forks its workers from C (unless --py-call-osafterfork): the pipeline notices the new pid."""
+    with MockTrackingAPI() as api:
+        script = UNHOOKED_FORK.format(key=WRITE_KEY, host=api.url)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90)
+        ids = [event["messageId"] for event in api.events()]
+    assert done.returncode == 0 and "parent done" in done.stdout, done.stderr
+    assert sorted(ids) == sorted(["parent-1", "parent-2"] + [f"child-{i}" for i in range(100)]), done.stderr

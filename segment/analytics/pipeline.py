@@ -199,6 +199,8 @@ class Pipeline:
 
     def put(self, data: bytes) -> Optional[DropReason]:
         """Queue one encoded event; ``None`` when queued, else why it was not."""
+        if process_hooks.unhooked_forks:
+            process_hooks.forked_unseen()  # a uWSGI worker: rebuild on its first call
         if self.buffer.put(data):
             if self.state is State.FORKED:
                 self._ensure_running()
@@ -222,6 +224,8 @@ class Pipeline:
         """Ask for what is queued now to be sent; the buffer mark to wait for, ``None`` if there is none."""
         if not self._sending:
             return None
+        if process_hooks.unhooked_forks:
+            process_hooks.forked_unseen()
         self._ensure_running()
         mark = self.buffer.request_flush()
         return None if self._on_consumer_thread() else mark  # a consumer cannot wait for itself

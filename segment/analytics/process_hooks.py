@@ -4,7 +4,8 @@ Every open pipeline is drained (boundedly) at interpreter exit and rebuilt in a 
 forked child may end in ``os._exit`` (``multiprocessing`` and ``ProcessPoolExecutor`` workers, celery's
 prefork children), which skips ``atexit``: a child that starts sending registers its drain with the
 exit hooks those pools do run (``multiprocessing.util.Finalize``, billiard's, celery's
-``worker_process_shutdown``), each imported only if the process already loaded it.
+``worker_process_shutdown``), each imported only if the process already loaded it. uWSGI forks without
+Python's at-fork hooks: under it, a pipeline notices the new process id on its next call.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import atexit
 import logging
 import os
 import sys
+import threading
 import weakref
 from typing import Any, Callable, Protocol
 
@@ -32,6 +34,12 @@ class Drainable(Protocol):
 _pipelines: weakref.WeakSet[Any] = weakref.WeakSet()
 _child_hooks: list[Callable[[], None]] = []  # run once in a forked child, before the pipelines
 _forked = False  # this process is a fork of a Python process: it may well end in os._exit
+_pid = os.getpid()
+_unseen_lock = threading.Lock()  # only ever taken in a child the at-fork hooks did not see
+
+#: uWSGI forks its workers from C without running Python's at-fork hooks (unless started with
+#: ``--py-call-osafterfork``); under it the pipelines compare process ids on every call instead.
+unhooked_forks = "uwsgi" in sys.modules
 
 
 def register(pipeline: Drainable) -> None:
@@ -82,9 +90,20 @@ def _exit_all() -> None:
         _guarded(pipeline.at_exit)
 
 
+def forked_unseen() -> bool:
+    """Whether this process was forked without the at-fork hooks running; if so they run now, once."""
+    if os.getpid() == _pid:
+        return False
+    with _unseen_lock:
+        if os.getpid() != _pid:  # another thread of this child may have run them meanwhile
+            _fork_child_all()
+    return True
+
+
 def _fork_child_all() -> None:
-    global _forked
+    global _forked, _pid
     _forked = True
+    _pid = os.getpid()
     for hook in _child_hooks:
         _guarded(hook)
     for pipeline in list(_pipelines):
