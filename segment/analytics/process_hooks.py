@@ -45,11 +45,12 @@ unhooked_forks = "uwsgi" in sys.modules
 def register(pipeline: Drainable) -> None:
     """Drain ``pipeline`` at exit and rebuild it after a fork (held weakly).
 
-    A pipeline created in a forked child (a pool worker that made its first client itself) also
-    gets the pool-worker drain at once: nothing else would run it if the worker ends in ``os._exit``.
+    A pipeline created in a forked child or in a ``multiprocessing`` child (a pool worker that made its
+    first client itself; a ``forkserver`` worker imports this module after its fork) also gets the
+    pool-worker drain at once: nothing else would run it if the worker ends in ``os._exit``.
     """
     _pipelines.add(pipeline)
-    if _forked:
+    if _forked or _in_pool_process():
         register_worker_drain(pipeline)
 
 
@@ -76,6 +77,11 @@ def register_worker_drain(pipeline: Drainable) -> None:
     celery_signals = sys.modules.get("celery.signals")
     if celery_signals is not None:
         celery_signals.worker_process_shutdown.connect(drain, weak=False)
+
+
+def _in_pool_process() -> bool:
+    process = sys.modules.get("multiprocessing.process")
+    return process is not None and process.parent_process() is not None
 
 
 def _guarded(call: Callable[[], None]) -> None:
