@@ -98,23 +98,33 @@ def test_10000_tracks_then_aflush_and_ashutdown_keep_the_loop_responsive(
 ) -> None:
     """Loop lag stays under 20 ms through the burst and the waits; the waits return what flush/shutdown would.
 
-    Other processes on the machine can only add lag, never remove it: the run is repeated (at most three
-    times) while its worst lag is over the bound, and the best run is judged. A library that blocked the
-    loop (for the 0.5 s of a wait, say) fails every run.
+    Other processes on the machine can only add lag, never remove it. So each run first measures the lag
+    of an idle loop for 0.3 s (the machine's noise: a fraction of a millisecond when it is quiet) and is
+    judged against 20 ms plus that; a run over it is repeated, three runs at most, and the best is judged.
+    A library that blocked the loop (for the 0.5 s of a wait, say) fails every run.
     """
-    worst: list[float] = []
+    verdicts: list[str] = []
     for _ in range(3):
+        noise = max(asyncio.run(idle_lags(0.3)))
         r = one_run(server, api, refused_url)
-        lags = r["lags_burst"] + r["lags_wait"]
-        worst.append(max(lags))
+        worst = max(r["lags_burst"] + r["lags_wait"])
+        verdicts.append(f"{worst * 1e3:.1f} ms (noise {noise * 1e3:.1f} ms)")
         print(
             f"\n[{server}] track(): {ms(r['durations'])}; loop lag during the burst: {ms(r['lags_burst'])}; "
-            f"during aflush/ashutdown: {ms(r['lags_wait'])}; aflush {r['flush_took'] * 1e3:.0f} ms -> "
-            f"{r['flushed']}, ashutdown {r['shutdown_took'] * 1e3:.0f} ms -> {r['shut']}"
+            f"during aflush/ashutdown: {ms(r['lags_wait'])}; idle loop: max {noise * 1e3:.2f} ms; "
+            f"aflush {r['flush_took'] * 1e3:.0f} ms -> {r['flushed']}, ashutdown {r['shutdown_took'] * 1e3:.0f} ms "
+            f"-> {r['shut']}"
         )
-        if worst[-1] < LAG_BOUND:
-            break
-    assert min(worst) < LAG_BOUND, [f"{lag * 1e3:.1f} ms" for lag in worst]
+        if worst < LAG_BOUND + noise:
+            return
+    raise AssertionError(f"loop lag over {LAG_BOUND * 1e3:.0f} ms in every run: {verdicts}")
+
+
+async def idle_lags(seconds: float) -> list[float]:
+    sampler = LagSampler()
+    sampler.start()
+    await asyncio.sleep(seconds)
+    return await sampler.stop() or [0.0]
 
 
 def one_run(server: str, api: ApiProcess, refused_url: str) -> dict[str, Any]:
@@ -206,6 +216,26 @@ def test_a_cancelled_aflush_leaves_nothing_waiting_and_the_events_are_still_deli
     assert extra_threads == 0  # aflush never started a thread to wait in
     assert (left, shut) == (0, 0)
     assert len(set(api.message_ids())) == 20
+
+
+def test_an_aflush_whose_loop_was_closed_under_it_does_not_hurt_the_consumer(api: ApiProcess) -> None:
+    api.configure(replies=[{"action": "hang", "delay": 0.5}])  # the first request hangs, then 200s
+    client = Client(WRITE_KEY, host=api.url, timeout=0.3)
+    try:
+        client.track("u", "e", message_id="before")
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(client.aflush())
+        loop.run_until_complete(asyncio.sleep(0.1))
+        loop.close()  # the task is still waiting: its wake-up will find the loop closed
+        assert len(client.queue._on_settled) == 1
+        assert client.flush(20) == 0  # the batch settles, the wake-up is refused, the consumer carries on
+        assert len(client.queue._on_settled) == 0
+        client.track("u", "e", message_id="after")
+        assert client.flush(20) == 0
+    finally:
+        client.shutdown(5)
+        del task
+    assert sorted(set(api.message_ids())) == ["after", "before"]
 
 
 def test_a_cancelled_ashutdown_leaves_the_client_closed_and_shutdown_finishes(api: ApiProcess) -> None:

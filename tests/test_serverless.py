@@ -231,6 +231,11 @@ def test_bad_options_are_misuse(options: dict[str, Any]) -> None:
         flush_after(**options)
 
 
+def test_a_timeout_given_as_the_handler_is_misuse() -> None:
+    with pytest.raises(ArgumentError, match="keyword"):
+        flush_after(5)  # type: ignore[call-overload]
+
+
 # -- a simulated Lambda runtime: invoke, freeze, look, thaw; recycle at the end -----------------------
 
 RUNTIME = textwrap.dedent(

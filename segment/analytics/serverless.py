@@ -189,6 +189,10 @@ def flush_after(
     lets the flush take all the time the platform leaves (without a Lambda context: until everything
     is delivered). ``context`` gives a ``with`` block the Lambda context to read the remaining time from.
     """
+    if handler is not None and not callable(handler):
+        raise ArgumentError(
+            "handler", f"flush_after takes a handler to wrap, got {handler!r} (timeout=... is a keyword)"
+        )
     flusher = FlushAfter(timeout, margin, client, context)
     return flusher if handler is None else flusher(handler)
 
