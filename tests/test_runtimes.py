@@ -52,32 +52,49 @@ def scenario(name: str, *needs: str) -> Callable[[Scenario], Scenario]:
     return register
 
 
+class Scenarios:
+    """The scenarios' results, each started in the background at most once."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self.futures: dict[str, Future[Any]] = {}
+
+    def start(self, *names: str) -> None:
+        jobs = {n: functools.partial(SCENARIOS[n], self._tmp.mktemp(n)) for n in names if n not in self.futures}
+        self.futures.update(in_background(jobs))
+
+    def outcome(self, name: str) -> dict[str, Any]:
+        self.start(name)
+        report: dict[str, Any] = self.futures[name].result(timeout=HANG_GUARD)
+        return report
+
+
+def selected_scenarios(request: pytest.FixtureRequest) -> list[str]:
+    names = set()
+    for item in request.session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if item.module is request.module and "scenario" in params:
+            names.add(params["scenario"])
+    return sorted(names)
+
+
 @pytest.fixture(scope="module")
-def results(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Future[Any]]]:
-    """Start every scenario a selected test of this module needs, all at once."""
-    wanted = sorted(
-        {
-            item.callspec.params["scenario"]
-            for item in request.session.items
-            if item.module is request.module and hasattr(item, "callspec") and "scenario" in item.callspec.params
-        }
-    )
+def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenarios]:
+    """Start every scenario a selected test of this module needs, all at once.
+
+    Under pytest-xdist, only when the module's tests all run in one worker (``--dist loadfile`` or
+    ``loadscope``); otherwise each test starts its own scenario when it runs.
+    """
+    scenarios = Scenarios(tmp_path_factory)
     started = time.monotonic()
-    futures = in_background(
-        {name: functools.partial(SCENARIOS[name], tmp_path_factory.mktemp(name)) for name in wanted}
-    )
-    yield futures
-    for future in futures.values():
+    in_one_worker = request.config.getoption("dist", "no") in ("no", "loadfile", "loadscope")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or in_one_worker:
+        scenarios.start(*selected_scenarios(request))
+    yield scenarios
+    for future in scenarios.futures.values():
         if not future.done():
             future.exception(HANG_GUARD)
-    print(f"\n[runtimes] {len(futures)} scenarios in {time.monotonic() - started:.1f} s of wall time")
-
-
-def outcome(results: dict[str, Future[Any]], name: str) -> dict[str, Any]:
-    report: dict[str, Any] = results[name].result(timeout=HANG_GUARD)
-    return report
+    print(f"\n[runtimes] {len(scenarios.futures)} scenarios in {time.monotonic() - started:.1f} s of wall time")
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -250,10 +267,8 @@ def uwsgi_run(tmp: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("scenario", ["gunicorn-sync-preload", "gunicorn-gthread-preload", "gunicorn-gthread", "uwsgi"])
-def test_gunicorn_delivers_every_request_s_event_through_sigterm(
-    scenario: str, results: dict[str, Future[Any]]
-) -> None:
-    r = outcome(results, scenario)
+def test_gunicorn_delivers_every_request_s_event_through_sigterm(scenario: str, results: Scenarios) -> None:
+    r = results.outcome(scenario)
     assert r["answered"] == ["2000", "2000"], r["log"][-3000:]
     counts = Counter(r["ids"])
     requests = {i for i in counts if i.startswith("req-")}
@@ -382,11 +397,9 @@ def celery_client_at_import(tmp: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("scenario", list(CELERY_CLIENTS))
-def test_celery_prefork_delivers_every_task_s_event_through_a_warm_shutdown(
-    scenario: str, results: dict[str, Future[Any]]
-) -> None:
+def test_celery_prefork_delivers_every_task_s_event_through_a_warm_shutdown(scenario: str, results: Scenarios) -> None:
     """No code from the user but the track() in the task: the pool processes' exit hook delivers the rest."""
-    r = outcome(results, scenario)
+    r = results.outcome(scenario)
     counts = Counter(r["ids"])
     assert set(counts) == {f"task-{i}" for i in range(1000)}, (len(counts), r["log"][-3000:])
     assert all(n == 1 for n in counts.values())
@@ -496,9 +509,9 @@ for _runtime in GREEN_PATCH:
 
 @pytest.mark.parametrize("scenario", ["gevent", "gevent-retry-after", "eventlet", "eventlet-retry-after"])
 def test_green_threads_deliver_everything_with_one_client_and_never_block_the_hub(
-    scenario: str, results: dict[str, Future[Any]]
+    scenario: str, results: Scenarios
 ) -> None:
-    r = outcome(results, scenario)
+    r = results.outcome(scenario)
     counts = Counter(r["ids"])
     assert set(counts) == {f"g-{n}-{i}" for n in range(50) for i in range(100)}, r["stderr"][-2000:]
     assert all(n == 1 for n in counts.values())
@@ -570,18 +583,18 @@ scenario("sigterm-handler")(functools.partial(sigterm_run, handler=True))
 
 @pytest.mark.parametrize("scenario", ["sigterm-default"])
 def test_sigterm_with_python_s_default_handler_loses_the_queue_without_a_word(
-    scenario: str, results: dict[str, Future[Any]]
+    scenario: str, results: Scenarios
 ) -> None:
     """What README says about SIGTERM: the library installs no handler, and Python's default skips atexit."""
-    r = outcome(results, scenario)
+    r = results.outcome(scenario)
     assert r["returncode"] == -signal.SIGTERM
     assert len(r["ids"]) < 5000 and r["stderr"] == ""  # batches full by bytes went out; the queue is lost, unsaid
     print(f"\n[sigterm-default] {5000 - len(r['ids'])} of 5000 lost, nothing logged, exit {r['returncode']}")
 
 
 @pytest.mark.parametrize("scenario", ["sigterm-handler"])
-def test_readme_s_two_line_sigterm_handler_delivers_everything(scenario: str, results: dict[str, Future[Any]]) -> None:
-    r = outcome(results, scenario)
+def test_readme_s_two_line_sigterm_handler_delivers_everything(scenario: str, results: Scenarios) -> None:
+    r = results.outcome(scenario)
     assert sorted(r["ids"]) == sorted(f"s-{i}" for i in range(5000)), r["stderr"]
     assert r["returncode"] == 128 + signal.SIGTERM
     assert "could not be delivered" not in r["stderr"]
