@@ -244,6 +244,12 @@ def gunicorn_gthread(tmp: Path) -> dict[str, Any]:
     return gunicorn_run(tmp, ["--preload", "-k", "gthread", "-w", "2", "--threads", "4"])
 
 
+@scenario("gunicorn-gevent-preload", "gunicorn", "gevent")
+def gunicorn_gevent(tmp: Path) -> dict[str, Any]:
+    # the master imports the application (and the library) unpatched; each worker patches after its fork
+    return gunicorn_run(tmp, ["--preload", "-k", "gevent", "-w", "2", "--worker-connections", "100"])
+
+
 @scenario("gunicorn-gthread", "gunicorn")
 def gunicorn_gthread_no_preload(tmp: Path) -> dict[str, Any]:
     return gunicorn_run(tmp, ["-k", "gthread", "-w", "2", "--threads", "4"])
@@ -266,7 +272,10 @@ def uwsgi_run(tmp: Path) -> dict[str, Any]:
     return wsgi_run(tmp, command, sock)
 
 
-@pytest.mark.parametrize("scenario", ["gunicorn-sync-preload", "gunicorn-gthread-preload", "gunicorn-gthread", "uwsgi"])
+@pytest.mark.parametrize(
+    "scenario",
+    ["gunicorn-sync-preload", "gunicorn-gthread-preload", "gunicorn-gevent-preload", "gunicorn-gthread", "uwsgi"],
+)
 def test_gunicorn_delivers_every_request_s_event_through_sigterm(scenario: str, results: Scenarios) -> None:
     r = results.outcome(scenario)
     assert r["answered"] == ["2000", "2000"], r["log"][-3000:]
@@ -531,6 +540,68 @@ def test_green_threads_deliver_everything_with_one_client_and_never_block_the_hu
         f"flush(1.0) against a hanging API took {r['stuck_took']:.2f} s; hub lag p50 {p50 * 1e3:.2f} ms, "
         f"p99 {p99 * 1e3:.2f} ms, max {max(lags) * 1e3:.2f} ms over {len(lags)} samples"
     )
+
+
+# A worker forked from an unpatched parent and patched afterwards, as `gunicorn -k gevent --preload`
+# makes them: locks made before the patch, used by greenlets, would block the hub for good.
+PATCHED_AFTER_FORK = textwrap.dedent(
+    """
+    import os, signal, sys
+    import segment.analytics as analytics  # imported unpatched, in the parent
+    from segment.analytics import Client
+
+    analytics.write_key = {key!r}
+    analytics.host = {host!r}
+    explicit = Client({key!r}, host={host!r})  # a client the parent made and used before the fork
+    explicit.track("parent", "Before Fork", message_id="parent")
+    assert explicit.flush(10) == 0
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(30)  # a deadlocked hub ends the child instead of the test's patience
+        {patch}
+        {spawn}
+
+        def request(n):
+            def run():
+                for i in range(20):
+                    analytics.track("u", "Default", message_id="d-%d-%d" % (n, i))  # the first calls race
+                    explicit.track("u", "Explicit", message_id="x-%d-%d" % (n, i))
+                    time.sleep(0)
+            return run
+
+        import time
+        spawn_all([request(n) for n in range(10)])
+        os._exit(analytics.flush(10) + explicit.flush(10))
+    _, status = os.waitpid(pid, 0)
+    print(os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
+    """
+)
+
+
+def patched_after_fork_run(tmp: Path, runtime: str) -> dict[str, Any]:
+    with ApiProcess() as api:
+        script = PATCHED_AFTER_FORK.format(
+            key=WRITE_KEY,
+            host=api.url,
+            patch=GREEN_PATCH[runtime],
+            spawn=GREEN_SPAWN[runtime].replace("\n", "\n    "),
+        )
+        done = subprocess.run(
+            [PYTHON, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD, env=child_env(), cwd=tmp
+        )
+        return {"stdout": done.stdout, "stderr": done.stderr, "ids": api.message_ids()}
+
+
+for _runtime in GREEN_PATCH:
+    scenario(f"{_runtime}-patched-after-fork", _runtime)(functools.partial(patched_after_fork_run, runtime=_runtime))
+
+
+@pytest.mark.parametrize("scenario", ["gevent-patched-after-fork", "eventlet-patched-after-fork"])
+def test_a_worker_patched_after_its_fork_delivers_with_both_kinds_of_client(scenario: str, results: Scenarios) -> None:
+    r = results.outcome(scenario)
+    assert r["stdout"].strip() == "0", r["stderr"][-2000:]  # the child exited on its own, nothing left
+    expected = {"parent"} | {f"{k}-{n}-{i}" for k in "dx" for n in range(10) for i in range(20)}
+    assert sorted(r["ids"]) == sorted(expected)
 
 
 # -- SIGTERM: what Python's default does, and README's two-line handler -------------------------------

@@ -88,6 +88,8 @@ def _client() -> Client:
     client = default_client
     if client is not None:
         return client
+    if process_hooks.watch:
+        process_hooks.catch_up()  # in a fresh fork: a new _default_lock first
     with _default_lock:
         if default_client is not None:
             return default_client

@@ -47,6 +47,8 @@ class Pipeline:
     """Buffer -> consumers -> sender -> transport, with one lifecycle and one place that records outcomes."""
 
     def __init__(self, config: Config) -> None:
+        if process_hooks.watch:
+            process_hooks.catch_up()  # forked since the last call: rebuild first (process_hooks)
         self.config = config
         self.auth: Optional[Auth] = None
         if config.oauth:
@@ -199,8 +201,6 @@ class Pipeline:
 
     def put(self, data: bytes) -> Optional[DropReason]:
         """Queue one encoded event; ``None`` when queued, else why it was not."""
-        if process_hooks.unhooked_forks:
-            process_hooks.forked_unseen()  # a uWSGI worker: rebuild on its first call
         if self.buffer.put(data):
             if self.state is State.FORKED:
                 self._ensure_running()
@@ -215,17 +215,19 @@ class Pipeline:
 
     @property
     def closed(self) -> bool:
-        """Whether shutdown has begun (new events are refused)."""
+        """Whether shutdown has begun (new events are refused); every call asks this first."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         return self.state in (State.CLOSING, State.CLOSED)
 
     # -- flush, join, shutdown --------------------------------------------------
 
     def start_flush(self) -> Optional[int]:
         """Ask for what is queued now to be sent; the buffer mark to wait for, ``None`` if there is none."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         if not self._sending:
             return None
-        if process_hooks.unhooked_forks:
-            process_hooks.forked_unseen()
         self._ensure_running()
         mark = self.buffer.request_flush()
         return None if self._on_consumer_thread() else mark  # a consumer cannot wait for itself
@@ -239,6 +241,8 @@ class Pipeline:
 
     def join(self, timeout: Optional[float]) -> None:
         """Stop the consumers (a held batch goes back to the queue) and wait for them within ``timeout``."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         with self._lock:
             if self.state is State.RUNNING:
                 self.state = State.STOPPED
@@ -264,6 +268,8 @@ class Pipeline:
 
     def start_shutdown(self) -> Optional[int]:
         """Refuse new events and get what was accepted delivered; the buffer mark to wait for, or ``None``."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         with self._lock:
             if self.state is State.CLOSED:
                 return None
@@ -294,6 +300,8 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (``accepted == delivered + dropped + pending``)."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         buffer = self.buffer
         return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight()))
 
