@@ -221,10 +221,10 @@ def test_a_cancelled_aflush_leaves_nothing_waiting_and_the_events_are_still_deli
 def test_an_aflush_whose_loop_was_closed_under_it_does_not_hurt_the_consumer(api: ApiProcess) -> None:
     api.configure(replies=[{"action": "hang", "delay": 0.5}])  # the first request hangs, then 200s
     client = Client(WRITE_KEY, host=api.url, timeout=0.3)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(client.aflush())  # kept referenced: its wake-up stays registered
     try:
         client.track("u", "e", message_id="before")
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(client.aflush())
         loop.run_until_complete(asyncio.sleep(0.1))
         loop.close()  # the task is still waiting: its wake-up will find the loop closed
         assert len(client.queue._on_settled) == 1
@@ -234,7 +234,8 @@ def test_an_aflush_whose_loop_was_closed_under_it_does_not_hurt_the_consumer(api
         assert client.flush(20) == 0
     finally:
         client.shutdown(5)
-        del task
+        loop.close()
+    assert task.done() is False
     assert sorted(set(api.message_ids())) == ["after", "before"]
 
 

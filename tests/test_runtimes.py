@@ -58,10 +58,18 @@ class Scenarios:
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         self._tmp = tmp_path_factory
         self.futures: dict[str, Future[Any]] = {}
+        self.took: dict[str, float] = {}
 
     def start(self, *names: str) -> None:
-        jobs = {n: functools.partial(SCENARIOS[n], self._tmp.mktemp(n)) for n in names if n not in self.futures}
+        jobs = {n: functools.partial(self._timed, n, self._tmp.mktemp(n)) for n in names if n not in self.futures}
         self.futures.update(in_background(jobs))
+
+    def _timed(self, name: str, tmp: Path) -> dict[str, Any]:
+        started = time.monotonic()
+        try:
+            return SCENARIOS[name](tmp)
+        finally:
+            self.took[name] = time.monotonic() - started
 
     def outcome(self, name: str) -> dict[str, Any]:
         self.start(name)
@@ -94,7 +102,10 @@ def results(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     for future in scenarios.futures.values():
         if not future.done():
             future.exception(HANG_GUARD)
-    print(f"\n[runtimes] {len(scenarios.futures)} scenarios in {time.monotonic() - started:.1f} s of wall time")
+    each = ", ".join(f"{name} {took:.1f}" for name, took in sorted(scenarios.took.items(), key=lambda kv: -kv[1]))
+    print(
+        f"\n[runtimes] {len(scenarios.futures)} scenarios in {time.monotonic() - started:.1f} s of wall time ({each})"
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
