@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint pytest bench e2e mock-api clean
+.PHONY: demo test lint pytest bench reference-suite e2e mock-api clean
 
 $(STAMP): setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+## reference-suite: analytics-python 2.4.0's own tests, unmodified, against 2.4.0 and against this project
+## (not part of `make test`; makes its own virtualenvs under .reference-suite/)
+reference-suite:
+	$(PYTHON) bench/reference_suite/run.py
+
 ## e2e: the e2e-cli scenario suites (or the shared sdk-e2e-tests when checked out beside the repo)
 e2e: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash e2e-cli/run-e2e.sh
@@ -39,4 +44,4 @@ mock-api: $(STAMP)
 	$(BIN)/python -m segment.analytics.testing --port 8080
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .reference-suite

@@ -37,6 +37,7 @@ setup(
         "oauth": ["PyJWT[crypto]>=2.0"],
         "test": [
             "pytest>=7",
+            "pytest-xdist",
             "ruff",
             "mypy",
             "types-requests",

@@ -42,9 +42,11 @@ README = BENCH / "README.md"
 START_MARK = "<!-- results:start -->"
 END_MARK = "<!-- results:end -->"
 
-FULL_SIZES = {"caller": 20_000, "throughput": 100_000, "memory": 10_000, "wire": 5_000}
-QUICK_SIZES = {"caller": 5_000, "throughput": 20_000, "memory": 10_000, "wire": 2_000}
-WORKLOAD_ORDER = ("caller", "throughput", "memory", "wire")
+FULL_SIZES = {"caller": 20_000, "throughput": 100_000, "memory": 10_000, "wire": 5_000, "backfill": 1_000_000}
+QUICK_SIZES = {"caller": 5_000, "throughput": 20_000, "memory": 10_000, "wire": 2_000, "backfill": 100_000}
+WORKLOAD_ORDER = ("caller", "throughput", "memory", "wire", "backfill")
+#: Workloads too long to repeat as often as the others (``--backfill-reps``).
+FEW_REPS = ("backfill",)
 
 
 def git_state(path: Path) -> Optional[str]:
@@ -303,6 +305,7 @@ class Metric:
     fmt: str
     goal: Optional[str] = None  # "le:0.333" ratio at most, "ge:3" ratio at least
     goal_orjson: Optional[str] = None  # a different goal for the orjson variant
+    ratio: bool = True  # False: a count to read as it is (events lost), no ratio to the reference
 
 
 METRICS = (
@@ -339,6 +342,17 @@ METRICS = (
     ),
     Metric(
         "e_gzip_wire", "e. bytes per event with headers, gzip on", "wire", "gzip_wire_bytes_per_event", "B", "{:.1f}"
+    ),
+    Metric(
+        "f_backfill",
+        "f. backfill (ours: on_full='block'): delivered",
+        "backfill",
+        "events_per_s",
+        "events/s",
+        "{:,.0f}",
+    ),
+    Metric(
+        "f_backfill_lost", "f. backfill: events lost (must be 0)", "backfill", "lost", "events", "{:,.0f}", ratio=False
     ),
 )
 
@@ -385,7 +399,7 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]], variants: list[V
         }
         for variant in variants:
             st = row["variants"].get(variant.name)
-            if st is None or variant.name == "ref":
+            if st is None or variant.name == "ref" or not metric.ratio:
                 continue
             paired = [
                 r[metric.field] / ref_by_rep[r["rep"]]
@@ -521,6 +535,7 @@ def run_mode(
     reps: int,
     ceiling_seconds: float,
     progress: Callable[[str], None],
+    few_reps: int = 1,
 ) -> dict[str, Any]:
     """Every workload of every variant, ``reps`` times, the variants' order rotating each repetition."""
     sink = SinkProcess(placement.sink)
@@ -534,6 +549,8 @@ def run_mode(
         for rep in range(reps):
             order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for workload in workloads:
+                if workload in FEW_REPS and rep >= few_reps:
+                    continue
                 for variant in order:
                     started = time.perf_counter()
                     result = run_workload(variant, placement, workload, sink.port, sizes[workload])
@@ -563,6 +580,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller N and fewer repetitions")
     parser.add_argument("--reps", type=int, default=None, help="repetitions pinned (default 7, quick 2)")
     parser.add_argument("--unpinned-reps", type=int, default=None, help="repetitions unpinned (default 3, quick 1)")
+    parser.add_argument("--backfill-reps", type=int, default=1, help="repetitions of the 1M-event backfill (default 1)")
     parser.add_argument("--modes", default="pinned,unpinned", help="pinned, unpinned or both (comma-separated)")
     parser.add_argument("--workloads", default=",".join(WORKLOAD_ORDER))
     parser.add_argument("--variants", default="ref,ours,ours_orjson", help="which of ref, ours, ours_orjson to run")
@@ -608,7 +626,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     for placement in modes:
         count = reps if placement.name == "pinned" else unpinned_reps
-        mode = run_mode(placement, variants, workloads, sizes, count, 1.0 if args.quick else 2.0, log)
+        ceiling_seconds = 1.0 if args.quick else 2.0
+        mode = run_mode(placement, variants, workloads, sizes, count, ceiling_seconds, log, args.backfill_reps)
         report["modes"].append(mode)
         print(f"\n## {placement.name}: {placement.description}, {count} repetitions\n")
         print(render_table(mode["rows"], variants))

@@ -11,7 +11,7 @@ withhold) and returns a dict of figures, always with ``expected`` and
 is never reported as a result. As a program it runs one workload and prints
 one JSON line::
 
-    python bench/workloads.py caller|throughput|memory|wire --port N [--n N] [--orjson on|off]
+    python bench/workloads.py caller|throughput|memory|wire|backfill --port N [--n N] [--orjson on|off]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import datetime as _dt
 import gc
 import http.client
+import inspect
 import json
 import logging
 import os
@@ -371,11 +372,66 @@ def wire(control: SinkControl, n: int = 5_000) -> dict[str, Any]:
     return results
 
 
+#: The settings a bulk job would use (README "Bulk imports and backfills"); both libraries get them.
+BACKFILL_OPTIONS = {"upload_size": 500, "thread": 2}
+
+
+def backfill(control: SinkControl, n: int = 1_000_000) -> dict[str, Any]:
+    """(f) A backfill: ``n`` events from a tight loop, each offered once, no sleep, no second try.
+
+    This library runs with ``on_full="block"`` (the caller waits for room, so nothing may be lost);
+    the reference has no such option and runs otherwise the same way: when its queue is full the
+    call is refused and the event is lost. Figures: delivered events per second from the first
+    ``track()`` to ``flush()`` returning, and the events lost (``n`` minus what the sink counted).
+    """
+    from segment.analytics import Client
+
+    pool = event_pool()
+    control.reset()
+    options: dict[str, Any] = dict(BACKFILL_OPTIONS)
+    blocking = "on_full" in inspect.signature(Client.__init__).parameters
+    if blocking:
+        options["on_full"] = "block"
+    client = new_client(control, **options)
+    track = client.track
+    size = len(pool)
+    refused = 0
+    gc.collect()
+    cpu0 = _cpu()
+    wall0 = time.perf_counter()
+    for i in range(n):
+        user_id, event, properties = pool[i % size]
+        if not track(user_id, event, properties)[0]:
+            refused += 1
+    client.flush()
+    wall = time.perf_counter() - wall0
+    cpu = _cpu() - cpu0
+    stats = _verify(control, n - refused)  # every accepted event arrived, once
+    client.shutdown()
+    lost = n - stats["events"]
+    if blocking and lost:
+        raise RuntimeError(f"on_full='block' lost {lost} events")
+    return {
+        "expected": n - refused,
+        "delivered": stats["events"],
+        "offered": n,
+        "lost": lost,
+        "on_full": options.get("on_full", "(none: refuses when full)"),
+        "seconds": wall,
+        "events_per_s": stats["events"] / wall,
+        "calls_per_s": n / wall,
+        "cpu_s_per_100k": cpu * 100_000 / max(stats["events"], 1),
+        "requests": stats["requests"],
+        "peak_rss_mb": _peak_rss_bytes() / 2**20,
+    }
+
+
 WORKLOADS: dict[str, Callable[..., dict[str, Any]]] = {
     "caller": caller_cost,
     "throughput": throughput,
     "memory": memory,
     "wire": wire,
+    "backfill": backfill,
 }
 
 

@@ -1,4 +1,4 @@
-"""The e2e-cli driver (SPEC 6): send what one JSON input describes, print one JSON verdict.
+"""The e2e-cli driver (e2e-cli/README.md): send what one JSON input describes, print one JSON verdict.
 
 Usage::
 
@@ -39,7 +39,7 @@ from segment.analytics.errors import ArgumentError  # noqa: E402
 
 __all__ = ["EVENT_TYPES", "InputError", "Outcome", "RunSpec", "main", "parse_input", "run"]
 
-#: The event types of SPEC 6, each the name of the ``Client`` method that sends it.
+#: The event types the driver accepts, each the name of the ``Client`` method that sends it.
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 #: Input field -> keyword argument of the ``Client`` call.
@@ -121,7 +121,7 @@ class Outcome:
     stats: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        """The one-line JSON object of SPEC 6."""
+        """The one-line JSON verdict (e2e-cli/README.md)."""
         return json.dumps({"success": self.success, "error": self.error, "sentBatches": self.sent_batches})
 
 
@@ -147,7 +147,7 @@ def _whole(name: str, value: Any, *, minimum: int) -> int:
 
 
 def _seconds_or_ms(name: str, value: Any) -> float:
-    """SPEC 6: a value above 100 is milliseconds, otherwise seconds."""
+    """A value above 100 is milliseconds, otherwise seconds (e2e-cli/README.md)."""
     number = _number(name, value, positive=True)
     return number / 1000.0 if number > 100 else number
 
@@ -367,7 +367,7 @@ def _summary(stats: dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``e2e-cli`` console script; returns the exit code (0 success, 1 failure)."""
-    parser = _Parser(prog="e2e-cli", description="Send events described by one JSON input (SPEC 6).")
+    parser = _Parser(prog="e2e-cli", description="Send events described by one JSON input (e2e-cli/README.md).")
     parser.add_argument("--input", required=True, help="the input JSON ('-' for stdin, '@FILE' for a file)")
     parser.add_argument("--debug", action="store_true", help="log the library's debug output to stderr")
     parser.add_argument(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the e2e suites (SPEC 6).
+# Run the e2e suites (e2e-cli/README.md).
 #
 # When Segment's shared harness is checked out beside this repo
 # (E2E_TESTS_DIR, default ../sdk-e2e-tests), run it against this SDK's driver

@@ -62,7 +62,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CLI_PATH = os.path.join(HERE, "cli.py")
 #: Where the scenario suites live, one folder per suite.
 SCENARIO_DIR = os.path.join(HERE, "scenarios")
-#: The suites of SPEC 6, in the order they run.
+#: The suites, in the order they run.
 SUITES = ("basic", "retry")
 
 _SCENARIO_KEYS = frozenset({"name", "description", "input", "raw_input", "server", "expect"})
@@ -265,7 +265,7 @@ def run_cli(input_text: str, cli: Optional[Sequence[str]] = None, timeout: float
 
 
 def check_verdict(result: CliResult) -> list[str]:
-    """The output contract of SPEC 6, whatever the scenario: keys, types, exit code, no traceback."""
+    """The driver's output contract, whatever the scenario: keys, types, exit code, no traceback."""
     if result.verdict is None:
         return [result.problem or "no verdict"]
     problems = []
@@ -381,7 +381,7 @@ def check_events(
 def check_requests(
     requests: list[RecordedRequest], write_key: Optional[str], authorization: Optional[str]
 ) -> list[str]:
-    """The wire format of SPEC 1 and 3.2 on every request the mock received."""
+    """The wire format of delivery.md §2 and 3.2 on every request the mock received."""
     problems = []
     for r in requests:
         where = f"request {r.index + 1}"
@@ -405,7 +405,7 @@ def check_requests(
 
 
 def basic_auth(write_key: str) -> str:
-    """``Basic base64("<writeKey>:")`` (SPEC 3.2)."""
+    """``Basic base64("<writeKey>:")`` (delivery.md §3.2)."""
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode("ascii")
 
 

@@ -8,7 +8,7 @@
   to raise, or callables of the recorded :class:`Post`) and records every
   request: headers, body on the wire, decoded body, the exact batch bytes.
 * :class:`Harness` -- one sender wired to the above; ``send()`` checks the
-  conservation law on every result (SPEC 4).
+  conservation law on every result (delivery.md §4).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from segment.analytics.transport import Response
 WRITE_KEY = "wk_test_123"
 WALL0 = 1_700_000_000.0  # a fixed epoch: Tue, 14 Nov 2023 22:13:20 GMT
 
-#: Drop reasons a BatchSender may report (SPEC 4), spelled out here, not imported.
+#: Drop reasons a BatchSender may report (delivery.md §4), spelled out here, not imported.
 LOOP_DROP_REASONS = {
     "non_retryable_status",
     "retries_exhausted",
@@ -64,7 +64,7 @@ def resp(
 
 
 def error_responses(*entries: Mapping[str, Any], status: int = 207) -> Response:
-    """A 2xx answer listing per-event results (SPEC 3.5)."""
+    """A 2xx answer listing per-event results (delivery.md §3.5)."""
     return resp(status, body={"errorResponses": [dict(e) for e in entries]})
 
 
@@ -189,7 +189,7 @@ class FakePoster:
 
 
 def assert_conserved(result: BatchResult, items: Sequence[bytes]) -> None:
-    """Every input event appears exactly once in delivered + dropped + pending (SPEC 4)."""
+    """Every input event appears exactly once in delivered + dropped + pending (delivery.md §4)."""
     seen: list[bytes] = []
     for group, after_retry in result.delivered:
         assert isinstance(after_retry, bool)

@@ -105,6 +105,14 @@ def test_wire_workload_delivers_everything(control: Any, encoder: bool) -> None:
     _assert_clean(control)
 
 
+def test_backfill_workload_blocks_and_loses_nothing(control: Any, encoder: bool) -> None:
+    result = workloads.backfill(control, n=5_000)
+    assert result["on_full"] == "block"
+    assert result["delivered"] == result["expected"] == result["offered"] == 5_000 and result["lost"] == 0
+    assert control.stats()["events"] == 5_000 and result["events_per_s"] > 0
+    _assert_clean(control)
+
+
 def test_event_pool_is_deterministic_and_realistic() -> None:
     user_id, event, properties = workloads.make_event(12)
     assert (user_id, event) == ("user-00012", "Cart Updated")

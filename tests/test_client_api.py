@@ -1,4 +1,4 @@
-"""The public API (SPEC 1): every call and keyword, message fields, argument errors, snapshotting."""
+"""The public API (delivery.md §2): every call and keyword, message fields, argument errors, snapshotting."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nothing lost silently (SPEC 4): every accepted event is delivered, dropped once, or pending."""
+"""Nothing lost silently (delivery.md §4): every accepted event is delivered, dropped once, or pending."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The delivery contract end to end (SPEC 3, 4): real HTTP to the local mock Tracking API, small budgets."""
+"""The delivery contract end to end (delivery.md §3, 4): real HTTP to the local mock Tracking API, small budgets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The JSON-safety table of SPEC 1, and message size limits. Pure: no server."""
+"""The JSON-safety table of delivery.md §2, and message size limits. Pure: no server."""
 
 from __future__ import annotations
 

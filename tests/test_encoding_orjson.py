@@ -19,6 +19,7 @@ Skipped as a whole when orjson is not installed.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import decimal
 import enum
@@ -137,6 +138,22 @@ class Opaque:
         return "opaque!"
 
 
+class RedactingDict(dict):  # type: ignore[type-arg]
+    """A dict subclass whose ``items()`` differs from what it stores: both modes honour ``items()``."""
+
+    def items(self) -> Any:
+        return [(key, "***") for key in dict.keys(self)]
+
+
+class OneItemList(list):  # type: ignore[type-arg]
+    """A list subclass whose ``__iter__`` differs from what it stores: both modes honour ``__iter__``."""
+
+    def __iter__(self) -> Any:
+        return iter(["only"])
+
+
+Point = collections.namedtuple("Point", "x y")
+
 StrSub = type("StrSub", (str,), {})
 IntSub = type("IntSub", (int,), {})
 FloatSub = type("FloatSub", (float,), {})
@@ -214,6 +231,10 @@ IDENTICAL: dict[str, Any] = {
     "float subclass": FloatSub(2.5),
     "dict subclass": DictSub(a=1),
     "list subclass": ListSub([1, 2]),
+    "dict subclass overriding items()": RedactingDict(secret="x"),
+    "list subclass overriding __iter__": OneItemList([1, 2]),
+    "namedtuple": Point(1, 2),
+    "OrderedDict and defaultdict": [collections.OrderedDict(a=1), collections.defaultdict(int, b=2)],
     "int keys": {1: "a", -2: "b"},
     "float key": {1.5: "a"},
     "bool and None keys": {True: 1, None: 2},

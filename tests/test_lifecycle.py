@@ -82,6 +82,9 @@ def test_a_batch_whose_events_cannot_be_decoded_in_the_consumer_is_still_settled
     stats = client.stats()
     assert stats["delivered"] == 3 and stats["in_flight"] == 0 and conserved(stats)
     assert sum(len(batch) for batch in errors.successes) == 3  # on_success heard of all three
+    heard = {message.get("event"): message for batch in errors.successes for message in batch}
+    assert set(heard) == {"before", "deep", "after"}  # the deep one decoded whole, off the consumer's stack
+    assert heard["deep"]["messageId"]
     assert len(api.events()) == 3
     # sent whole (not cut to null): too deep to decode on the consumer's stack
     assert any(request.raw_body.count(b"[") > depth for request in api.requests())
@@ -217,6 +220,7 @@ def test_shutdown_delivers_everything_accepted_before_it_while_a_producer_keeps_
     stats = client.stats()
     assert conserved(stats) and stats["pending"] == 0
     assert stats["dropped_by_reason"] == {"client_closed": len(refused)}
+    assert all(type(reason) is str for reason in stats["dropped_by_reason"])  # a plain dict: JSON as is
 
 
 def test_concurrent_shutdowns_wait_for_the_same_events(api: MockTrackingAPI) -> None:

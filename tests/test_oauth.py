@@ -1,10 +1,12 @@
-"""OAuth client credentials (SPEC 3.1 511, 3.2 Bearer): a real local token endpoint and the mock Tracking API."""
+"""OAuth client credentials (delivery.md §3.1: 511; §3.2: Bearer): a local token endpoint and the mock Tracking API."""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +17,7 @@ import pytest
 from segment.analytics import Client
 from segment.analytics.testing import MockTrackingAPI, Reply
 
+from ._net import Server, drip
 from .conftest import WRITE_KEY, ErrorLog
 
 jwt = pytest.importorskip("jwt")
@@ -28,6 +31,7 @@ class TokenServer:
     def __init__(self) -> None:
         self.forms: list[dict[str, str]] = []
         self.status = 200  # what the endpoint answers
+        self.script: list[int] = []  # answered first, one per request
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,9 +40,10 @@ class TokenServer:
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 owner.forms.append(form | {"_path": self.path})
                 body = json.dumps({"access_token": f"token-{len(owner.forms)}", "expires_in": 3600}).encode()
-                if owner.status != 200:
+                status = owner.script.pop(0) if owner.script else owner.status
+                if status != 200:
                     body = json.dumps({"error": "invalid_client", "echo": form.get("client_assertion")}).encode()
-                self.send_response(owner.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -171,14 +176,70 @@ def test_a_transient_token_endpoint_failure_spends_the_batch_retry_budget(
 def test_the_token_endpoint_recovering_delivers(
     api: MockTrackingAPI, token_server: TokenServer, key_pair: tuple[str, Any], errors: ErrorLog
 ) -> None:
-    token_server.status = 503
+    token_server.script = [503]
     client = oauth_client(api, token_server, key_pair[0], errors)
     try:
         client.track("u", "e")
-        threading.Timer(0.2, lambda: setattr(token_server, "status", 200)).start()
         assert client.flush(timeout=10) == 0
     finally:
         client.shutdown(timeout=2)
     assert [r.header("Authorization") for r in api.requests()] == ["Bearer token-2"]
     assert [r.retry_count for r in api.requests()] == [None]  # no request was made before: not a retry
     assert errors.errors == []
+
+
+@pytest.mark.parametrize("bad_key", ["badkey", "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----"])
+def test_a_key_that_cannot_sign_drops_the_batch_at_once(
+    api: MockTrackingAPI, token_server: TokenServer, errors: ErrorLog, bad_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # signing fails the same way every time: the batch is reported (configuration_error) instead of being
+    # retried for minutes, the token endpoint and the API are never contacted, and the key is not logged
+    client = oauth_client(api, token_server, bad_key, errors)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="segment"):
+            client.track("u", "e")
+            assert client.flush(timeout=10) == 0
+    finally:
+        client.shutdown(timeout=2)
+    assert errors.reasons() == ["configuration_error"]
+    [(exc, events)] = errors.errors
+    assert getattr(exc, "status", "?") is None and [e["event"] for e in events] == ["e"]
+    assert "oauth_client_key" in str(exc.__cause__) and bad_key not in str(exc.__cause__)
+    assert token_server.forms == [] and api.request_count() == 0
+    assert bad_key not in caplog.text
+
+
+def test_a_token_endpoint_that_drips_its_answer_is_bounded_by_timeout(
+    api: MockTrackingAPI, key_pair: tuple[str, Any], errors: ErrorLog
+) -> None:
+    """The token request is bounded by ``timeout`` as a whole, like every request to the API."""
+    body = b'{"access_token": "t", "expires_in": 60}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    def handler(conn: socket.socket, server: Server) -> None:
+        if server.read_request(conn) is not None:
+            drip(conn, answer, 0.05, server.stop)  # about 6 s in all
+
+    server = Server(handler)
+    try:
+        client = Client(
+            WRITE_KEY,
+            host=api.url,
+            on_error=errors.on_error,
+            oauth_client_id="client-id-1",
+            oauth_client_key=key_pair[0],
+            oauth_key_id="key-id-1",
+            oauth_auth_server=server.url,
+            timeout=0.5,
+            max_retries=0,
+            upload_interval=0.05,
+        )
+        client.track("u", "e")
+        started = time.monotonic()
+        assert client.flush(timeout=10) == 0
+        assert time.monotonic() - started < 3  # a per-read timeout would let the drip hold it for ~6 s
+        client.shutdown(timeout=2)
+    finally:
+        server.close()
+    assert errors.reasons() == ["retries_exhausted"]
+    assert api.requests() == []

@@ -1,4 +1,4 @@
-"""The pipeline (SPEC 2): queue, consumers, batching, flush/shutdown, fork, exit, logging."""
+"""The pipeline (delivery.md §1): queue, consumers, batching, flush/shutdown, fork, exit, logging."""
 
 from __future__ import annotations
 

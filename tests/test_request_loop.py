@@ -1,4 +1,4 @@
-"""The retry loop of one batch (SPEC 3, 4): ``BatchSender`` on a fake poster, a fake clock, no sleeping.
+"""The retry loop of one batch (delivery.md §3, 4): ``BatchSender`` on a fake poster, a fake clock, no sleeping.
 
 Every ``send`` goes through ``Harness.send``, which asserts that each event
 comes back exactly once as delivered, dropped or pending, and that
@@ -58,7 +58,7 @@ def bad_if_present(message_ids: set[str], status: int = 413):
     return step
 
 
-# -- SPEC 3.2: headers and body on every attempt -----------------------------------------
+# -- delivery.md §3.2: headers and body on every attempt -----------------------------------------
 
 
 def test_x_retry_count_absent_on_first_attempt_then_1_2_3() -> None:
@@ -149,7 +149,7 @@ def test_write_key_is_json_escaped_in_the_body() -> None:
     assert h.posts[0].headers["Authorization"] == "Basic " + base64.b64encode((key + ":").encode()).decode()
 
 
-# -- SPEC 3.1: classification inside the loop -------------------------------------------------
+# -- delivery.md §3.1: classification inside the loop -------------------------------------------------
 
 DROPPED_AT_ONCE = [400, 401, 403, 404, 409, 413, 418, 422, 451, 501, 505, 511, 302, 304, 101, 600, 0]
 
@@ -273,7 +273,7 @@ def test_511_dropped_with_basic_auth_even_if_the_policy_flag_is_set() -> None:
     assert only_drop(result).status == 511
 
 
-# -- SPEC 3.4: Retry-After ---------------------------------------------------------------------
+# -- delivery.md §3.4: Retry-After ---------------------------------------------------------------------
 
 
 def test_429_retry_after_1_waits_1s_via_the_gate() -> None:
@@ -441,7 +441,7 @@ def test_rate_limited_batch_is_held_by_the_sender_not_requeued() -> None:
     assert result.dropped == [] and result.pending == []
 
 
-# -- SPEC 3.4: the shared rate-limit gate ---------------------------------------------------------
+# -- delivery.md §3.4: the shared rate-limit gate ---------------------------------------------------------
 
 
 def _limit_gate(clock: FakeClock, gate: RateLimitGate, after: str, *, max_rate_limit_duration: float = 1800) -> None:
@@ -517,23 +517,49 @@ def test_episode_ended_by_an_answer_to_a_request_sent_after_the_limit() -> None:
     assert result.delivered == [([ev(2)], True)]
 
 
-def test_rate_limit_wait_imposed_by_the_shared_gate_is_bounded_by_the_budget() -> None:
+def test_a_batch_dropped_for_its_rate_limit_budget_holds_nobody_back() -> None:
     clock, gate = FakeClock(), RateLimitGate()
 
     def in_flight(post: Post):
-        # Another consumer is told Retry-After: 300 (and drops its batch: 300 > 100) ...
+        # Another consumer is told Retry-After: 300 and drops its batch (300 > 100): it closes no gate ...
         _limit_gate(clock, gate, "300", max_rate_limit_duration=100)
         # ... while B's request is in flight; B is told to wait 1 s.
         return r429("1")
 
     b = Harness([in_flight, OK], clock=clock, gate=gate, max_rate_limit_duration=100)
     result = b.send(evs(1))
-    assert sum(b.sleeps) <= 100, f"waited {sum(b.sleeps)}s with max_rate_limit_duration=100"
+    assert b.sleeps == [1.0]
+    assert result.delivered == [(evs(1), True)]
+
+
+def test_rate_limit_wait_imposed_by_the_shared_gate_is_bounded_by_the_budget() -> None:
+    clock, gate = FakeClock(), RateLimitGate()
+
+    def in_flight(post: Post):
+        # Another consumer is told Retry-After: 90, which fits its budget of 100: the gate closes for 90 s ...
+        _limit_gate(clock, gate, "90", max_rate_limit_duration=100)
+        # ... while B's request is in flight; B, with a budget of 30, is told to wait 1 s.
+        return r429("1")
+
+    b = Harness([in_flight, OK], clock=clock, gate=gate, max_rate_limit_duration=30)
+    result = b.send(evs(1))
+    assert sum(b.sleeps) <= 30, f"waited {sum(b.sleeps)}s with max_rate_limit_duration=30"
     assert len(b.posts) == 1
     assert only_drop(result).reason == "rate_limit_duration_exceeded"
 
 
-# -- SPEC 3.3: max_total_backoff_duration -------------------------------------------------------------
+@pytest.mark.parametrize("budget", [0, 5])
+def test_max_rate_limit_duration_too_small_drops_without_closing_the_gate(budget: float) -> None:
+    clock, gate = FakeClock(), RateLimitGate()
+    a = Harness([r429("60")], clock=clock, gate=gate, max_rate_limit_duration=budget)
+    assert only_drop(a.send(evs(1))).reason == "rate_limit_duration_exceeded"
+    assert gate.wait_time(clock.now()) == 0
+    b = Harness([OK], clock=clock, gate=gate, max_rate_limit_duration=budget)
+    assert b.send(evs(1)).delivered == [(evs(1), False)]
+    assert b.sleeps == []
+
+
+# -- delivery.md §3.3: max_total_backoff_duration -------------------------------------------------------------
 
 
 def test_total_backoff_budget_drops_when_the_next_wait_would_end_past_it() -> None:
@@ -584,7 +610,7 @@ def test_total_backoff_is_measured_on_the_monotonic_clock_from_the_first_failure
     assert only_drop(result).reason == "backoff_duration_exceeded"
 
 
-# -- SPEC 3.1 / 4: network errors ------------------------------------------------------------------------
+# -- delivery.md §3.1 / 4: network errors ------------------------------------------------------------------------
 
 NETWORK_KINDS = ["refused", "reset", "timeout", "dns", "tls", "other"]
 
@@ -627,7 +653,7 @@ def test_configuration_error_is_dropped_at_once() -> None:
     assert h.network_errors() == {}
 
 
-# -- SPEC 3.6: shutdown -----------------------------------------------------------------------------------
+# -- delivery.md §5: shutdown -----------------------------------------------------------------------------------
 
 
 def test_shutdown_during_backoff_leaves_the_batch_pending() -> None:
@@ -693,7 +719,7 @@ def test_shutdown_between_413_halves_keeps_the_rest_pending() -> None:
     assert result.pending == [ev(2), ev(3)]
 
 
-# -- SPEC 3.5: 413 splitting --------------------------------------------------------------------------------
+# -- delivery.md §3.5: 413 splitting --------------------------------------------------------------------------------
 
 
 def test_413_isolates_one_oversized_event_among_ten() -> None:
@@ -733,7 +759,7 @@ def test_413_halves_sent_with_the_same_bytes() -> None:
     assert [p.batch_bytes for p in h.posts[1:]] == [b",".join(items[:3]), b",".join(items[3:])]
 
 
-# -- SPEC 3.5: per-event results ------------------------------------------------------------------------------
+# -- delivery.md §3.5: per-event results ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [207, 200])

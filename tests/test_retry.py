@@ -1,6 +1,6 @@
-"""The retry policy as pure data (SPEC 3.1, 3.3, 3.4): no server, no clock, no sleeping.
+"""The retry policy as pure data (delivery.md §3.1, 3.3, 3.4): no server, no clock, no sleeping.
 
-Expectations are written from the SPEC text, never computed by the code under test.
+Expectations are written from the contract (docs/delivery.md), never computed by the code under test.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ import pytest
 
 from segment.analytics import Client
 from segment.analytics.retry import (
+    Drop,
+    NoAuth,
     RetryPolicy,
+    RetryState,
+    Wait,
     backoff_delay,
     classify_network_error,
     classify_status,
@@ -22,14 +26,14 @@ from segment.analytics.retry import (
 
 NOW = 1_700_000_000.0  # fixed wall clock for HTTP-date tests (an integer, so formatdate is exact)
 
-# -- SPEC 3.1 table, transcribed ---------------------------------------------
+# -- delivery.md §3.1 table, transcribed ---------------------------------------------
 
 SPEC_RETRYABLE_4XX = {408, 410, 429, 460}
 SPEC_NON_RETRYABLE_5XX = {501, 505}
 
 
 def spec_outcome(status: int, oauth: bool) -> str:
-    """The SPEC 3.1 table, written out independently of the library."""
+    """The delivery.md §3.1 table, written out independently of the library."""
     if 200 <= status <= 299:
         return "delivered"
     if status in SPEC_RETRYABLE_4XX:
@@ -117,7 +121,7 @@ def test_codes_outside_100_599_are_dropped(status: int, oauth: bool) -> None:
 
 
 def test_410_and_460_are_retried_seed_review_item_7() -> None:
-    """The seed review questioned 410; SPEC 3.1 keeps 410 and 460 retryable."""
+    """The seed review questioned 410; delivery.md §3.1 keeps 410 and 460 retryable."""
     assert classify_status(410).action == "retry"
     assert classify_status(460).action == "retry"
 
@@ -140,6 +144,24 @@ def test_oauth_changes_nothing_but_511() -> None:
     assert changed == [511]
 
 
+@pytest.mark.parametrize(
+    ("outcome", "step"),
+    [
+        (NoAuth(None, 0.0), "wait"),  # no answer from the token endpoint: it may come back
+        (NoAuth(429, 0.0), "wait"),
+        (NoAuth(408, 0.0), "wait"),
+        (NoAuth(500, 0.0), "wait"),
+        (NoAuth(400, 0.0), "configuration_error"),
+        (NoAuth(401, 0.0), "configuration_error"),
+        (NoAuth(None, 0.0, unusable=True), "configuration_error"),  # e.g. a key that cannot sign
+        (NoAuth(500, 0.0, unusable=True), "configuration_error"),
+    ],
+)
+def test_no_authorization_is_retried_unless_the_credentials_cannot_work(outcome: NoAuth, step: str) -> None:
+    result = RetryPolicy(oauth=True).next_step(RetryState(requests=1), outcome, 0.0)
+    assert (result.reason if isinstance(result, Drop) else "wait" if isinstance(result, Wait) else result) == step
+
+
 @pytest.mark.parametrize("kind", ["refused", "reset", "timeout", "dns", "tls", "other"])
 def test_network_errors_are_retried(kind: str) -> None:
     assert classify_network_error(kind).action == "retry"
@@ -151,7 +173,7 @@ def test_configuration_error_is_dropped_at_once() -> None:
     assert verdict.reason == "configuration_error"
 
 
-# -- SPEC 3.3 backoff -----------------------------------------------------------
+# -- delivery.md §3.3 backoff -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("rand", [0.0, 0.5, 0.999])
@@ -189,7 +211,7 @@ def test_backoff_delay_rejects_retry_zero() -> None:
         backoff_delay(0, 0.0)
 
 
-# -- SPEC 3.4 Retry-After parsing -------------------------------------------------
+# -- delivery.md §3.4 Retry-After parsing -------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -291,7 +313,7 @@ def test_retry_after_obsolete_http_date_forms(fmt: str) -> None:
     assert parse_retry_after(value, NOW).delay == pytest.approx(20.0)
 
 
-# -- budgets (SPEC 3.3, 3.4) ----------------------------------------------------------
+# -- budgets (delivery.md §3.3, 3.4) ----------------------------------------------------------
 
 BUDGETS = ["max_retries", "max_total_backoff_duration", "max_rate_limit_duration"]
 
@@ -325,7 +347,7 @@ def test_max_retries_must_be_whole() -> None:
 @pytest.mark.parametrize("name", BUDGETS)
 @pytest.mark.parametrize("bad", [None, -1])
 def test_client_rejects_bad_budgets(name: str, bad: object) -> None:
-    """SPEC 3.3: ``Client(...)`` itself rejects None/negative budgets with ValueError."""
+    """delivery.md §3.3: ``Client(...)`` itself rejects None/negative budgets with ValueError."""
     with pytest.raises(ValueError):
         Client("wk", send=False, **{name: bad})  # type: ignore[arg-type]
 

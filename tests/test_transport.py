@@ -1,4 +1,4 @@
-"""The real HTTP POST (SPEC 3.1 network errors, SPEC 5): ``Transport`` against servers on 127.0.0.1.
+"""The real HTTP POST (delivery.md §3.1 network errors, delivery.md §6): ``Transport`` against servers on 127.0.0.1.
 
 ``network_error_kind`` is checked on the exceptions ``requests`` really
 raises, produced by small raw-socket servers started in each test (threads
@@ -260,7 +260,7 @@ def self_signed(tmp_path: Path) -> ssl.SSLContext:
 
 
 def test_tls_verification_stays_on(serve: Serve, transports: Make, self_signed: ssl.SSLContext) -> None:
-    """SPEC 5: a self-signed certificate is refused (the TLS handshake fails), never silently trusted."""
+    """delivery.md §6: a self-signed certificate is refused (the TLS handshake fails), never silently trusted."""
 
     def tls(conn: socket.socket) -> None:
         conn.settimeout(2)
@@ -381,7 +381,7 @@ def test_sender_over_a_real_transport_honours_a_lowercase_retry_after(serve: Ser
 
 
 def test_plain_http_is_warned_about_unless_loopback(caplog: pytest.LogCaptureFixture) -> None:
-    """SPEC 5: plain http:// is allowed; logged once at WARNING unless the host is loopback."""
+    """delivery.md §6: plain http:// is allowed; logged once at WARNING unless the host is loopback."""
     with caplog.at_level(logging.WARNING, logger="segment"):
         for host in ("http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9", "https://api.example.invalid"):
             Transport(host, 1).close()

@@ -142,7 +142,7 @@ UNHOOKED_FORK = textwrap.dedent(
 
 
 def test_a_worker_forked_without_python_s_at_fork_hooks_like_uwsgi_s_delivers_its_events() -> None:
-    """uWSGI forks its workers from C (unless --py-call-osafterfork): the pipeline notices the new pid.
+    """uWSGI forks its workers from C (unless --py-call-uwsgi-fork-hooks): the pipeline notices the new pid.
 
     Unnoticed, the child would send the parent's queued event as well as its own (or, had the parent's
     consumer been running, take its stale thread for alive and send nothing); test_runtimes.py runs real

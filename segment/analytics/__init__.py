@@ -12,14 +12,21 @@ flushes after each invocation of a serverless handler.
 
 from __future__ import annotations
 
+import inspect
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from segment.analytics import process_hooks
 from segment.analytics.client import Client
 from segment.analytics.errors import APIError, ArgumentError, DeliveryError
 from segment.analytics.serverless import flush_after
 from segment.analytics.version import VERSION
+
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate, ParamSpec
+
+    P = ParamSpec("P")
+R = TypeVar("R")
 
 __version__ = VERSION
 __all__ = [
@@ -52,6 +59,9 @@ log_handler = Client.DefaultConfig.log_handler
 send = Client.DefaultConfig.send
 sync_mode = Client.DefaultConfig.sync_mode
 max_queue_size = Client.DefaultConfig.max_queue_size
+max_queue_bytes = Client.DefaultConfig.max_queue_bytes
+on_full = Client.DefaultConfig.on_full
+block_timeout = Client.DefaultConfig.block_timeout
 gzip = Client.DefaultConfig.gzip
 timeout = Client.DefaultConfig.timeout
 max_retries = Client.DefaultConfig.max_retries
@@ -63,12 +73,21 @@ upload_size = Client.DefaultConfig.upload_size
 upload_interval = Client.DefaultConfig.upload_interval
 exit_timeout = Client.DefaultConfig.exit_timeout
 
+# Durable spool (README, "Durable spool").
+storage = Client.DefaultConfig.storage
+storage_max_bytes = Client.DefaultConfig.storage_max_bytes
+storage_max_age = Client.DefaultConfig.storage_max_age
+storage_sync_interval = Client.DefaultConfig.storage_sync_interval
+
 # OAuth settings.
 oauth_client_id = Client.DefaultConfig.oauth_client_id
 oauth_client_key = Client.DefaultConfig.oauth_client_key
 oauth_key_id = Client.DefaultConfig.oauth_key_id
 oauth_auth_server = Client.DefaultConfig.oauth_auth_server
 oauth_scope = Client.DefaultConfig.oauth_scope
+
+#: The settings above, passed to the default client by name when it is created.
+_SETTINGS = tuple(name for name in Client.DefaultConfig.__dict__ if not name.startswith("_"))
 
 default_client: Optional[Client] = None
 _default_lock = threading.Lock()
@@ -93,63 +112,30 @@ def _client() -> Client:
     with _default_lock:
         if default_client is not None:
             return default_client
-        default_client = Client(
-            write_key,
-            host=host,
-            debug=debug,
-            max_queue_size=max_queue_size,
-            send=send,
-            on_error=on_error,
-            on_success=on_success,
-            gzip=gzip,
-            max_retries=max_retries,
-            sync_mode=sync_mode,
-            timeout=timeout,
-            proxies=proxies,
-            thread=thread,
-            upload_size=upload_size,
-            upload_interval=upload_interval,
-            log_handler=log_handler,
-            max_total_backoff_duration=max_total_backoff_duration,
-            max_rate_limit_duration=max_rate_limit_duration,
-            exit_timeout=exit_timeout,
-            oauth_client_id=oauth_client_id,
-            oauth_client_key=oauth_client_key,
-            oauth_key_id=oauth_key_id,
-            oauth_auth_server=oauth_auth_server,
-            oauth_scope=oauth_scope,
-        )
+        settings = globals()
+        default_client = Client(**{name: settings[name] for name in _SETTINGS})
         return default_client
 
 
-def track(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a track call (see :meth:`Client.track`)."""
-    return _client().track(*args, **kwargs)
+def _on_default_client(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
+    """``method`` called on the default client (created on first use), with the same arguments."""
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(_client(), *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = f"{method.__doc__} (on the default client: see :meth:`Client.{method.__name__}`)"
+    parameters = list(inspect.signature(method).parameters.values())[1:]
+    call.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    return call
 
 
-def identify(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send an identify call (see :meth:`Client.identify`)."""
-    return _client().identify(*args, **kwargs)
-
-
-def group(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a group call (see :meth:`Client.group`)."""
-    return _client().group(*args, **kwargs)
-
-
-def alias(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send an alias call (see :meth:`Client.alias`)."""
-    return _client().alias(*args, **kwargs)
-
-
-def page(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a page call (see :meth:`Client.page`)."""
-    return _client().page(*args, **kwargs)
-
-
-def screen(*args: Any, **kwargs: Any) -> tuple[bool, dict[str, Any]]:
-    """Send a screen call (see :meth:`Client.screen`)."""
-    return _client().screen(*args, **kwargs)
+track = _on_default_client(Client.track)
+identify = _on_default_client(Client.identify)
+group = _on_default_client(Client.group)
+alias = _on_default_client(Client.alias)
+page = _on_default_client(Client.page)
+screen = _on_default_client(Client.screen)
 
 
 def _existing_or_configured() -> Optional[Client]:

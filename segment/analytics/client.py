@@ -8,10 +8,11 @@ pipeline. Nothing here knows HTTP or threads.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from segment.analytics import encoding, message
+from segment.analytics import calls, encoding
 from segment.analytics.buffer import EventBuffer
 from segment.analytics.config import Config, DefaultConfig, ErrorCallback, Message, SuccessCallback, check_timeout
 from segment.analytics.consumer import Consumer
@@ -21,7 +22,30 @@ from segment.analytics.wire import MAX_MSG_SIZE
 
 __all__ = ["MAX_MSG_SIZE", "Client"]
 
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate, ParamSpec
+
+    P = ParamSpec("P")
+
 _OPTIONS = frozenset(Config.__dataclass_fields__)
+
+
+def _call(build: Callable[P, Message]) -> Callable[Concatenate[Client, P], tuple[bool, Message]]:
+    """A ``Client`` method taking ``build``'s arguments: it builds the message and queues it.
+
+    Returns ``(True, message)`` when the event was accepted, ``(False, message)`` when it was not queued.
+    """
+
+    def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> tuple[bool, Message]:
+        return self._enqueue(build(*args, **kwargs))
+
+    call.__name__ = build.__name__
+    call.__qualname__ = f"Client.{build.__name__}"
+    call.__doc__ = build.__doc__
+    parameters = list(inspect.signature(build).parameters.values())
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    call.__signature__ = inspect.Signature([self_parameter, *parameters])  # type: ignore[attr-defined]
+    return call
 
 
 class Client:
@@ -64,33 +88,18 @@ class Client:
         max_rate_limit_duration: float = DefaultConfig.max_rate_limit_duration,
         on_success: Optional[SuccessCallback] = DefaultConfig.on_success,
         exit_timeout: float = DefaultConfig.exit_timeout,
+        storage: Optional[str] = DefaultConfig.storage,
+        storage_max_bytes: int = DefaultConfig.storage_max_bytes,
+        storage_max_age: float = DefaultConfig.storage_max_age,
+        storage_sync_interval: float = DefaultConfig.storage_sync_interval,
+        max_queue_bytes: int = DefaultConfig.max_queue_bytes,
+        on_full: str = DefaultConfig.on_full,
+        block_timeout: float = DefaultConfig.block_timeout,
     ) -> None:
-        config = Config(
-            write_key=write_key,  # type: ignore[arg-type]  # checked by Config
-            host=host,
-            on_error=on_error or None,
-            on_success=on_success or None,
-            debug=debug,
-            log_handler=log_handler,
-            send=send,
-            sync_mode=sync_mode,
-            max_queue_size=max_queue_size,
-            gzip=gzip,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_total_backoff_duration=max_total_backoff_duration,
-            max_rate_limit_duration=max_rate_limit_duration,
-            proxies=proxies,
-            thread=thread,
-            upload_interval=upload_interval,
-            upload_size=upload_size,
-            exit_timeout=exit_timeout,
-            oauth_client_id=oauth_client_id,
-            oauth_client_key=oauth_client_key,
-            oauth_key_id=oauth_key_id,
-            oauth_auth_server=oauth_auth_server,
-            oauth_scope=oauth_scope,
-        )
+        options = dict(locals())
+        del options["self"]
+        options["on_error"], options["on_success"] = on_error or None, on_success or None
+        config = Config(**options)
         if log_handler:
             self.log.addHandler(log_handler)
         if debug:
@@ -99,7 +108,6 @@ class Client:
                 self.log.addHandler(logging.StreamHandler())
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "_pipeline", Pipeline(config))
-        object.__setattr__(self, "_warned_full", False)
 
     config: Config
     _pipeline: Pipeline
@@ -130,187 +138,14 @@ class Client:
         """The OAuth token source, or ``None`` when OAuth is not configured."""
         return self._pipeline.auth
 
-    # -- the six calls --------------------------------------------------------
+    # -- the six calls (their arguments and checks: calls.py) ---------------------------------
 
-    def identify(
-        self,
-        user_id: Any = None,
-        traits: Optional[dict[str, Any]] = None,
-        context: Optional[dict[str, Any]] = None,
-        timestamp: Any = None,
-        anonymous_id: Any = None,
-        integrations: Optional[dict[str, Any]] = None,
-        message_id: Any = None,
-    ) -> tuple[bool, Message]:
-        """Record who the user is and their traits."""
-        uid, aid = message.require_user(user_id, anonymous_id)
-        traits = message.mapping("traits", traits)
-        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
-        return self._enqueue(
-            {
-                "integrations": integ,
-                "messageId": mid,
-                "traits": traits,
-                "timestamp": stamp,
-                "anonymousId": aid,
-                "context": ctx,
-                "type": "identify",
-                "userId": uid,
-            }
-        )
-
-    def track(
-        self,
-        user_id: Any = None,
-        event: Optional[str] = None,
-        properties: Optional[dict[str, Any]] = None,
-        context: Optional[dict[str, Any]] = None,
-        timestamp: Any = None,
-        anonymous_id: Any = None,
-        integrations: Optional[dict[str, Any]] = None,
-        message_id: Any = None,
-    ) -> tuple[bool, Message]:
-        """Record an action the user performed."""
-        uid, aid = message.require_user(user_id, anonymous_id)
-        event = message.require_event(event)
-        properties = message.mapping("properties", properties)
-        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
-        # field order chosen for gzip: constant and random fields interleaved compress best across a batch
-        return self._enqueue(
-            {
-                "integrations": integ,
-                "messageId": mid,
-                "properties": properties,
-                "timestamp": stamp,
-                "anonymousId": aid,
-                "context": ctx,
-                "type": "track",
-                "userId": uid,
-                "event": event,
-            }
-        )
-
-    def alias(
-        self,
-        previous_id: Any = None,
-        user_id: Any = None,
-        context: Optional[dict[str, Any]] = None,
-        timestamp: Any = None,
-        integrations: Optional[dict[str, Any]] = None,
-        message_id: Any = None,
-    ) -> tuple[bool, Message]:
-        """Merge two user identities."""
-        previous = message.require_id("previous_id", previous_id)
-        uid = message.id_string("user_id", user_id, required=True)
-        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
-        return self._enqueue(
-            {
-                "integrations": integ,
-                "messageId": mid,
-                "previousId": previous,
-                "timestamp": stamp,
-                "context": ctx,
-                "type": "alias",
-                "userId": uid,
-            }
-        )
-
-    def group(
-        self,
-        user_id: Any = None,
-        group_id: Any = None,
-        traits: Optional[dict[str, Any]] = None,
-        context: Optional[dict[str, Any]] = None,
-        timestamp: Any = None,
-        anonymous_id: Any = None,
-        integrations: Optional[dict[str, Any]] = None,
-        message_id: Any = None,
-    ) -> tuple[bool, Message]:
-        """Associate the user with a group (an account, a company)."""
-        uid, aid = message.require_user(user_id, anonymous_id)
-        gid = message.require_id("group_id", group_id)
-        traits = message.mapping("traits", traits)
-        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
-        return self._enqueue(
-            {
-                "integrations": integ,
-                "messageId": mid,
-                "traits": traits,
-                "timestamp": stamp,
-                "anonymousId": aid,
-                "groupId": gid,
-                "context": ctx,
-                "type": "group",
-                "userId": uid,
-            }
-        )
-
-    def page(
-        self,
-        user_id: Any = None,
-        category: Optional[str] = None,
-        name: Optional[str] = None,
-        properties: Optional[dict[str, Any]] = None,
-        context: Optional[dict[str, Any]] = None,
-        timestamp: Any = None,
-        anonymous_id: Any = None,
-        integrations: Optional[dict[str, Any]] = None,
-        message_id: Any = None,
-    ) -> tuple[bool, Message]:
-        """Record a page view."""
-        return self._view(
-            "page", user_id, category, name, properties, context, timestamp, anonymous_id, integrations, message_id
-        )
-
-    def screen(
-        self,
-        user_id: Any = None,
-        category: Optional[str] = None,
-        name: Optional[str] = None,
-        properties: Optional[dict[str, Any]] = None,
-        context: Optional[dict[str, Any]] = None,
-        timestamp: Any = None,
-        anonymous_id: Any = None,
-        integrations: Optional[dict[str, Any]] = None,
-        message_id: Any = None,
-    ) -> tuple[bool, Message]:
-        """Record a mobile screen view."""
-        return self._view(
-            "screen", user_id, category, name, properties, context, timestamp, anonymous_id, integrations, message_id
-        )
-
-    def _view(
-        self,
-        kind: str,
-        user_id: Any,
-        category: Any,
-        name: Any,
-        properties: Any,
-        context: Any,
-        timestamp: Any,
-        anonymous_id: Any,
-        integrations: Any,
-        message_id: Any,
-    ) -> tuple[bool, Message]:
-        uid, aid = message.require_user(user_id, anonymous_id)
-        name = message.optional_str("name", name)
-        category = message.optional_str("category", category)
-        properties = message.mapping("properties", properties)
-        ctx, integ, stamp, mid = message.common(context, timestamp, message_id, integrations)
-        return self._enqueue(
-            {
-                "integrations": integ,
-                "messageId": mid,
-                "properties": properties,
-                "timestamp": stamp,
-                "anonymousId": aid,
-                "category": category,
-                "context": ctx,
-                "type": kind,
-                "userId": uid,
-                "name": name,
-            }
-        )
+    identify = _call(calls.identify)
+    track = _call(calls.track)
+    alias = _call(calls.alias)
+    group = _call(calls.group)
+    page = _call(calls.page)
+    screen = _call(calls.screen)
 
     def _enqueue(self, msg: Message) -> tuple[bool, Message]:
         """Encode once and queue (or send now in sync mode); never raises for the data."""
@@ -331,10 +166,7 @@ class Client:
             return True, msg
         if reason is DropReason.CLIENT_CLOSED:
             return pipeline.refuse(reason, msg, "the client was shut down")
-        if not self._warned_full:
-            object.__setattr__(self, "_warned_full", True)
-            self.log.warning("queue is full (max_queue_size=%d): events are being dropped", config.max_queue_size)
-        return pipeline.refuse(reason, msg, f"queue is full (max_queue_size={config.max_queue_size})")
+        return pipeline.refuse(reason, msg, pipeline.full_text())
 
     # -- flush, join, shutdown ------------------------------------------------
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from segment.analytics.buffer import DEFAULT_MAX_QUEUE_BYTES
 from segment.analytics.errors import ArgumentError
 from segment.analytics.retry import (
     DEFAULT_MAX_RATE_LIMIT_DURATION,
@@ -14,12 +16,16 @@ from segment.analytics.retry import (
     DEFAULT_MAX_TOTAL_BACKOFF_DURATION,
     RetryPolicy,
 )
+from segment.analytics.wire import MAX_MSG_SIZE
 
-__all__ = ["Config", "DefaultConfig", "ErrorCallback", "Message", "SuccessCallback", "check_timeout"]
+__all__ = ["ON_FULL", "Config", "DefaultConfig", "ErrorCallback", "Message", "SuccessCallback", "check_timeout"]
 
 Message = dict[str, Any]
 ErrorCallback = Callable[[BaseException, list[Message]], Any]
 SuccessCallback = Callable[[list[Message]], Any]
+
+#: What a call does when the queue is full (``on_full``).
+ON_FULL = ("drop_new", "drop_oldest", "block")
 
 
 class DefaultConfig:
@@ -34,6 +40,9 @@ class DefaultConfig:
     send = True
     sync_mode = False
     max_queue_size = 10000
+    max_queue_bytes = DEFAULT_MAX_QUEUE_BYTES
+    on_full = "drop_new"
+    block_timeout: float = 5.0
     gzip = False
     timeout: float = 15
     max_retries = DEFAULT_MAX_RETRIES
@@ -49,13 +58,17 @@ class DefaultConfig:
     oauth_key_id: Optional[str] = None
     oauth_auth_server = "https://oauth2.segment.io"
     oauth_scope = "tracking_api:write"
+    storage: Optional[str] = None
+    storage_max_bytes = 256 * 1024 * 1024
+    storage_max_age: float = 7 * 24 * 3600.0
+    storage_sync_interval: float = 0.2
 
 
 @dataclass(frozen=True, eq=False)
 class Config:
     """Every option of one client, validated on construction (misuse raises :class:`ArgumentError`)."""
 
-    write_key: str
+    write_key: str = field(repr=False)
     host: Optional[str] = DefaultConfig.host
     on_error: Optional[ErrorCallback] = DefaultConfig.on_error
     on_success: Optional[SuccessCallback] = DefaultConfig.on_success
@@ -64,6 +77,9 @@ class Config:
     send: bool = DefaultConfig.send
     sync_mode: bool = DefaultConfig.sync_mode
     max_queue_size: int = DefaultConfig.max_queue_size
+    max_queue_bytes: int = DefaultConfig.max_queue_bytes
+    on_full: str = DefaultConfig.on_full
+    block_timeout: float = DefaultConfig.block_timeout
     gzip: bool = DefaultConfig.gzip
     timeout: float = DefaultConfig.timeout
     max_retries: int = DefaultConfig.max_retries
@@ -75,10 +91,14 @@ class Config:
     upload_size: int = DefaultConfig.upload_size
     exit_timeout: float = DefaultConfig.exit_timeout
     oauth_client_id: Optional[str] = DefaultConfig.oauth_client_id
-    oauth_client_key: Optional[str] = DefaultConfig.oauth_client_key
+    oauth_client_key: Optional[str] = field(default=DefaultConfig.oauth_client_key, repr=False)
     oauth_key_id: Optional[str] = DefaultConfig.oauth_key_id
     oauth_auth_server: str = DefaultConfig.oauth_auth_server
     oauth_scope: str = DefaultConfig.oauth_scope
+    storage: Optional[str] = DefaultConfig.storage
+    storage_max_bytes: int = DefaultConfig.storage_max_bytes
+    storage_max_age: float = DefaultConfig.storage_max_age
+    storage_sync_interval: float = DefaultConfig.storage_sync_interval
 
     def __post_init__(self) -> None:
         if not isinstance(self.write_key, str) or not self.write_key:
@@ -89,8 +109,15 @@ class Config:
             raise ArgumentError("host", f"host must be a URL string, got {type(self.host).__name__}")
         for name in ("max_queue_size", "thread", "upload_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("upload_interval", "exit_timeout"):
+        for name in ("upload_interval", "exit_timeout", "block_timeout"):
             _non_negative(name, getattr(self, name))
+        _positive_int("max_queue_bytes", self.max_queue_bytes)
+        if self.max_queue_bytes < MAX_MSG_SIZE:
+            message = f"max_queue_bytes must be at least {MAX_MSG_SIZE} (one event of the largest size), got"
+            raise ArgumentError("max_queue_bytes", f"{message} {self.max_queue_bytes!r}")
+        if not isinstance(self.on_full, str) or self.on_full not in ON_FULL:
+            choices = ", ".join(repr(choice) for choice in ON_FULL)
+            raise ArgumentError("on_full", f"on_full must be one of {choices}, got {self.on_full!r}")
         timeout = self.timeout
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
             raise ArgumentError("timeout", f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -100,7 +127,24 @@ class Config:
                 raise ArgumentError(name, f"{name} must be callable, got {type(callback).__name__}")
         if self.proxies is not None:
             object.__setattr__(self, "proxies", dict(self.proxies))
+        self._check_storage()
         self.policy()  # the budgets: None or negative raises ValueError
+
+    def _check_storage(self) -> None:
+        storage = self.storage
+        if storage is not None:
+            if not isinstance(storage, (str, os.PathLike)) or not os.fspath(storage):
+                raise ArgumentError(
+                    "storage", f"storage must be a directory path or None, got {type(storage).__name__}"
+                )
+            object.__setattr__(self, "storage", os.path.abspath(os.fspath(storage)))
+        size = self.storage_max_bytes
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1 << 20:
+            raise ArgumentError("storage_max_bytes", f"storage_max_bytes must be a whole number >= 1 MiB, got {size!r}")
+        for name in ("storage_max_age", "storage_sync_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ArgumentError(name, f"{name} must be a positive number of seconds, got {value!r}")
 
     @property
     def oauth(self) -> bool:

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from typing import Callable, Optional, Protocol
 
-from segment.analytics.buffer import EventBuffer, Lease
+from segment.analytics.buffer import Lease
 
 log = logging.getLogger("segment")
+
+
+class BatchSource(Protocol):
+    """Where a consumer takes batches: the in-memory buffer, or the spool."""
+
+    def take(self, max_count: int, max_bytes: int, linger: float) -> Optional[Lease]:
+        """The next batch, or ``None`` once closed and empty."""
+        ...
 
 
 class Consumer(threading.Thread):
@@ -25,7 +33,7 @@ class Consumer(threading.Thread):
     def __init__(
         self,
         index: int,
-        buffer: EventBuffer,
+        source: BatchSource,
         upload: Callable[[Lease], None],
         stop: threading.Event,
         *,
@@ -37,7 +45,7 @@ class Consumer(threading.Thread):
         owner: object,
     ) -> None:
         super().__init__(name=f"segment-consumer-{index}", daemon=True)
-        self.buffer = buffer
+        self.source = source
         self._upload = upload
         self._stop_event = stop
         self._upload_size = upload_size
@@ -76,7 +84,7 @@ class Consumer(threading.Thread):
         """Upload batches until stopped."""
         log.debug("%s started", self.name)
         while not self._stop_event.is_set():
-            lease = self.buffer.take(self._upload_size, self._max_bytes, self._upload_interval)
+            lease = self.source.take(self._upload_size, self._max_bytes, self._upload_interval)
             if lease is None:
                 break
             try:

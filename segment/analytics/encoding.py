@@ -1,163 +1,42 @@
-"""Turning a message into strict JSON bytes, once (SPEC 1, JSON-safety table).
+"""Turning a message into strict JSON bytes, once, and reading it back (delivery.md §2).
 
 ``encode(message)`` is the only entry point the client uses. The fast path is
-one call to the C JSON encoder (or ``orjson`` when it is installed and
-enabled) with a ``default`` hook for the types JSON lacks. If that fails (NaN,
-a non-string key, a cycle, a lone surrogate), the message is copied into
-plain JSON types by :func:`make_json_safe` and encoded again, which cannot
-fail. Both paths give the same bytes for the same input.
+one call to ``orjson`` (when it is installed and enabled) for messages made of
+the types it knows, else to the C JSON encoder with a ``default`` hook for the
+types JSON lacks. If that fails (NaN, a non-string key, a cycle, a lone
+surrogate, nesting deeper than the stack allows, a value whose own methods
+raise), the message is copied into plain JSON types by :func:`make_json_safe`
+and encoded again. ``encode`` never
+raises for the data, at any stack depth, in either mode, and both modes give
+the same JSON for the same input. The value conversions live in
+:mod:`segment.analytics.json_safety`; the recursion-free writer and reader in
+:mod:`segment.analytics.json_text`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import enum
+import _thread
 import json
-import logging
-import math
-import numbers
 import re
-import threading
-import uuid
-from decimal import Decimal
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
-log = logging.getLogger("segment")
+from segment.analytics import json_text
+from segment.analytics.json_safety import default as _default
+from segment.analytics.json_safety import make_json_safe
+from segment.analytics.json_scalars import _warned, reset_after_fork, stack_state
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
+_T = TypeVar("_T")
 
-
-def _warn_once(key: str, message: str, *args: object) -> None:
-    """Log ``message`` at WARNING the first time ``key`` is seen, then at DEBUG."""
-    if key in _warned:
-        log.debug(message, *args)
-        return
-    with _warned_lock:
-        first = key not in _warned
-        _warned.add(key)
-    log.log(logging.WARNING if first else logging.DEBUG, message, *args)
-
-
-def reset_after_fork() -> None:
-    """Replace the module lock in a forked child (another thread may have held it at fork time)."""
-    global _warned_lock
-    _warned_lock = threading.Lock()
-
-
-def _decimal_value(value: Decimal) -> Any:
-    if not value.is_finite():
-        _warn_once("nan", "NaN or Infinity is not valid JSON; sent as null")
-        return None
-    if value == value.to_integral_value():
-        return int(value)
-    return float(value)
-
-
-def _float_value(value: float) -> Optional[float]:
-    if math.isfinite(value):
-        return value
-    _warn_once("nan", "NaN or Infinity is not valid JSON; sent as null")
-    return None
-
-
-def _default(value: Any) -> Any:
-    """JSON ``default`` hook: map one non-JSON value to something JSON can hold."""
-    if isinstance(value, (_dt.datetime, _dt.date)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return _decimal_value(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):  # numpy-like arrays and scalars, duck-typed
-        try:
-            return tolist()
-        except Exception:  # noqa: BLE001 - a broken tolist() falls through to str()
-            pass
-    type_name = type(value).__name__
-    _warn_once("str:" + type_name, "value of type %s is not JSON-serialisable; sent as str(value)", type_name)
-    try:
-        return str(value)
-    except Exception:  # noqa: BLE001 - even str() may fail on hostile objects
-        return f"<unserialisable {type_name}>"
-
-
-_MAX_DEPTH = 200
-_CYCLE = object()
-
-
-def make_json_safe(value: Any, _depth: int = 0, _path: Optional[set[int]] = None) -> Any:
-    """Return a copy of ``value`` made only of JSON types (str-keyed dict, list, str, int, finite float, bool, None).
-
-    Applies the SPEC 1 table; NaN/Infinity become ``None``; a container that
-    contains itself is replaced by ``None`` where it recurs; non-string keys
-    become strings the way the JSON module writes them.
-    """
-    if value is None or isinstance(value, (str, bool, int)):
-        if isinstance(value, str) and not _is_encodable(value):
-            return _SURROGATE.sub("\ufffd", value)
-        if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
-            return int(value)
-        return value
-    if isinstance(value, float):
-        return _float_value(float(value))
-    if _depth >= _MAX_DEPTH:
-        _warn_once("depth", "value nested deeper than %d levels; sent as null", _MAX_DEPTH)
-        return None
-    path = _path if _path is not None else set()
-    if isinstance(value, (dict, list, tuple)):
-        ident = id(value)
-        if ident in path:
-            _warn_once("cycle", "value contains itself; the repeated reference is sent as null")
-            return None
-        path.add(ident)
-        try:
-            if isinstance(value, dict):
-                return {_key(k): make_json_safe(v, _depth + 1, path) for k, v in value.items()}
-            return [make_json_safe(v, _depth + 1, path) for v in value]
-        finally:
-            path.discard(ident)
-    return make_json_safe(_default(value), _depth + 1, path)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _is_encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _key(key: Any) -> str:
-    """A dict key as the JSON module would write it (str, int, float, bool, None), else ``str(key)``."""
-    if isinstance(key, str):
-        return key if _is_encodable(key) else _SURROGATE.sub("\ufffd", key)
-    if key is True:
-        return "true"
-    if key is False:
-        return "false"
-    if key is None:
-        return "null"
-    if isinstance(key, int):
-        return str(int(key))
-    if isinstance(key, float):
-        return json.dumps(key) if math.isfinite(key) else "null"
-    safe = make_json_safe(key)
-    return safe if isinstance(safe, str) else json.dumps(safe, separators=(",", ":"), ensure_ascii=False)
+__all__ = [
+    "_warned",
+    "decode",
+    "decode_safely",
+    "encode",
+    "make_json_safe",
+    "orjson_in_use",
+    "reset_after_fork",
+    "use_orjson",
+]
 
 
 def _make_stdlib_encoder() -> Callable[[Any], str]:
@@ -181,8 +60,6 @@ def _make_stdlib_encoder() -> Callable[[Any], str]:
 
 _stdlib_encode = _make_stdlib_encoder()
 
-_FAST_ERRORS = (TypeError, ValueError, OverflowError, UnicodeEncodeError, RecursionError)
-
 
 def _encode_stdlib(message: Any) -> bytes:
     return _stdlib_encode(message).encode("utf-8")
@@ -193,13 +70,18 @@ def _make_orjson_encoder() -> Optional[Callable[[Any], bytes]]:
         import orjson  # optional extra: pip install segment-analytics-python[fast]
     except ImportError:
         return None
-    option = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+    # No ``default`` hook, and datetimes, dataclasses and subclasses of built-in types passed through to it:
+    # orjson refuses them, so it never runs Python code in the middle of its walk. It caches a list's
+    # length, and Python code there (a hook, a value's own methods, another thread taking the GIL) may
+    # shrink the list it is walking: that crashes the process. Whatever orjson refuses goes to the standard
+    # library's encoder, which re-reads sizes and snapshots dict items, and writes the same bytes.
+    option = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
     dumps = orjson.dumps
 
     def _encode_orjson(message: Any) -> bytes:
         # orjson's result keeps its growth buffer (about 4 KB for a typical event); the queue keeps an
         # exact-size copy instead
-        return memoryview(dumps(message, default=_default, option=option)).tobytes()
+        return memoryview(dumps(message, option=option)).tobytes()
 
     return _encode_orjson
 
@@ -221,19 +103,67 @@ def orjson_in_use() -> bool:
 
 
 def encode(message: Any) -> bytes:
-    """Encode ``message`` as compact, strict JSON (RFC 8259) in UTF-8."""
+    """Encode ``message`` as compact, strict JSON (RFC 8259) in UTF-8; never raises for the data.
+
+    Only ``KeyboardInterrupt`` (possibly the user's Ctrl-C) and ``MemoryError``
+    pass through.
+    """
     try:
         return _fast_encode(message)
-    except _FAST_ERRORS:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - anything a value's own methods raise is data
         pass
     if _fast_encode is not _encode_stdlib:
-        # orjson refused (a non-string key, an int over 64 bits, nesting past 254 levels): the standard
-        # library may still take it as it is, and then the bytes are the same as without orjson
+        # orjson refused (a type it does not know, a non-string key, an int over 64 bits, nesting past 254
+        # levels): the standard library takes it as it is, and the bytes are the same as without orjson
         try:
             return _encode_stdlib(message)
-        except _FAST_ERRORS:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001
             pass
-    return _encode_stdlib(make_json_safe(message))
+    try:
+        return _encode_safe(message)
+    except RecursionError:  # the caller's stack ran out (or a value recursed forever): start on a fresh one
+        return _on_fresh_stack(_encode_safe, message)
+
+
+def _encode_safe(message: Any) -> bytes:
+    """The fallback: a plain JSON copy, written by the C encoder, or without recursion if the stack is too deep."""
+    safe = make_json_safe(message)
+    try:
+        text = _stdlib_encode(safe)
+    except RecursionError:
+        text = json_text.dumps(safe)
+    return text.encode("utf-8")
+
+
+def _on_fresh_stack(function: Callable[[Any], _T], argument: Any) -> _T:
+    """``function(argument)`` in a short-lived thread, whose stack is shallow; re-raises what it raised.
+
+    Started with the low-level ``_thread`` module, which needs no Python frames
+    of the caller's: this runs when the caller's stack has (almost) run out.
+    """
+    results: list[_T] = []
+    errors: list[BaseException] = []
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def run() -> None:
+        try:
+            stack_state.fresh = True  # a RecursionError here can only come from the value itself
+            results.append(function(argument))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the calling thread
+            errors.append(exc)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+    done.acquire()
+    if errors:
+        raise errors[0]
+    return results[0]
 
 
 def decode(data: bytes) -> Any:
@@ -241,9 +171,46 @@ def decode(data: bytes) -> Any:
     return json.loads(data)
 
 
-def decode_safely(data: bytes) -> Any:
-    """Decode an encoded event for a callback; never raises (placeholder until the hardened decoder lands)."""
+_MESSAGE_ID = re.compile(rb'"messageId":"((?:[^"\\]|\\.){1,200})"')
+_TYPE = re.compile(rb'"type":"([a-z]{1,20})"')
+
+
+def decode_safely(data: bytes) -> dict[str, Any]:
+    """Decode one event produced by :func:`encode` for a callback; never raises.
+
+    Uses ``json.loads``; an event nested deeper than the stack allows (the
+    consumer thread's stack may be deeper than the caller's was) is parsed
+    again without recursion. If the bytes still cannot be decoded as a JSON
+    object, returns a small dict that identifies the event as far as it can
+    be recovered from the raw bytes: ``messageId`` and ``type`` (when found,
+    best effort) and ``_decode_error`` (why decoding failed).
+    """
     try:
-        return decode(data)
-    except Exception:  # noqa: BLE001
-        return {"undecodable": data[:200].decode("utf-8", "replace")}
+        try:
+            value = json.loads(data)
+        except RecursionError:
+            value = json_text.loads(bytes(data).decode("utf-8"))
+        if type(value) is dict:
+            return value
+        problem = "not a JSON object"
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - whatever the bytes are, the callback gets a dict
+        problem = type(exc).__name__
+    return _identify(data, problem)
+
+
+def _identify(data: Any, problem: str) -> dict[str, Any]:
+    """What can be recovered from bytes that do not decode: ``messageId``, ``type``, and why."""
+    found: dict[str, Any] = {"_decode_error": problem}
+    try:
+        raw = bytes(data)
+        message_id = _MESSAGE_ID.search(raw)
+        if message_id is not None:
+            found["messageId"] = json.loads(b'"' + message_id.group(1) + b'"')
+        kinds = _TYPE.findall(raw)
+        if kinds:
+            found["type"] = kinds[-1].decode("ascii")
+    except Exception:  # noqa: BLE001 - best effort: not even bytes
+        pass
+    return found

@@ -1,4 +1,4 @@
-"""Building the six message types: argument checks, ids, timestamps (SPEC 1).
+"""Building the six message types: argument checks, ids, timestamps (delivery.md §2).
 
 Pure functions, no I/O. Argument checks raise :class:`ArgumentError` naming
 the field, in the caller's thread.
@@ -17,6 +17,8 @@ from typing import Any, Optional, cast
 from dateutil.parser import isoparse
 
 from segment.analytics.errors import ArgumentError
+from segment.analytics.json_safety import stored_items
+from segment.analytics.json_scalars import int_fits, plain_datetime, type_name, warn_once
 from segment.analytics.version import VERSION
 
 LIBRARY_NAME = "analytics-python"
@@ -57,45 +59,92 @@ def format_timestamp(value: Any) -> str:
     """Validate and format a caller-supplied ``timestamp`` (datetime, date or ISO-8601 string).
 
     Naive datetimes are taken as UTC. The result has millisecond precision and a zone.
+    A datetime whose ``tzinfo`` cannot give its offset (``utcoffset()`` raises or
+    returns something invalid) is data, not misuse: it is taken as UTC with one warning.
+    Subclasses are read with the base class's getters, so their overrides cannot raise here.
     """
-    if isinstance(value, str):
+    cls = type(value)
+    if issubclass(cls, str):
+        text = str.__str__(value)
         try:
-            value = isoparse(value)
+            value = isoparse(text)
         except (ValueError, OverflowError) as exc:
-            raise ArgumentError("timestamp", f"timestamp must be an ISO-8601 string, got {value!r}") from exc
-    elif isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
-        value = _dt.datetime(value.year, value.month, value.day)
-    if not isinstance(value, _dt.datetime):
-        raise ArgumentError(
-            "timestamp", f"timestamp must be a datetime or an ISO-8601 string, got {type(value).__name__}"
-        )
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-        value = value.replace(tzinfo=_dt.timezone.utc)
-    return str(value.isoformat(timespec="milliseconds"))
+            raise ArgumentError("timestamp", f"timestamp must be an ISO-8601 string, got {text[:100]!r}") from exc
+    elif not issubclass(cls, _dt.date):
+        raise ArgumentError("timestamp", f"timestamp must be a datetime or an ISO-8601 string, got {type_name(value)}")
+    elif cls is not _dt.datetime:
+        value = plain_datetime(value)
+    try:
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return str(value.isoformat(timespec="milliseconds"))
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - a hostile tzinfo is data
+        name = type_name(value.tzinfo)
+        warn_once("timestamp-tz:" + name, "timestamp's time zone (%s) raised; the timestamp is taken as UTC", name)
+        return str(value.replace(tzinfo=_dt.timezone.utc).isoformat(timespec="milliseconds"))
+
+
+def _is_a(cls: type[Any], kinds: Any) -> bool:
+    """``issubclass(cls, kinds)``, False when an ABC check meets a type whose metaclass raises."""
+    try:
+        return issubclass(cls, kinds)
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _is_id(value: Any) -> bool:
-    return isinstance(value, (str, numbers.Number, uuid.UUID)) and not isinstance(value, bool)
+    cls: type[Any] = type(value)
+    return cls is not bool and _is_a(cls, (str, numbers.Number, uuid.UUID))
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (issubclass(type(value), str) and str.__len__(value) == 0)
+
+
+def _id_text(field: str, value: Any) -> str:
+    """An id as a plain string; one that cannot be written (e.g. an int past the digit limit) is misuse."""
+    cls = type(value)
+    if issubclass(cls, str):
+        return str.__str__(value)
+    try:
+        return str.__str__(uuid.UUID.__str__(value) if issubclass(cls, uuid.UUID) else str(value))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        raise ArgumentError(field, f"{field} cannot be written as a string ({type(exc).__name__})") from None
 
 
 def id_string(field: str, value: Any, required: bool = False) -> Optional[str]:
     """Check an id argument (str, number or UUID) and return it as a string (``None`` if absent)."""
-    if value is None or value == "":
+    if type(value) is str and value:
+        return value
+    if _empty(value):
         if required:
             raise ArgumentError(field, f"{field} is required")
         return None
     if not _is_id(value):
-        raise ArgumentError(field, f"{field} must be a string or a number, got {type(value).__name__}")
-    return value if isinstance(value, str) else str(value)
+        raise ArgumentError(field, f"{field} must be a string or a number, got {type_name(value)}")
+    return _id_text(field, value)
 
 
 def require_id(field: str, value: Any) -> Any:
-    """Check a required id that analytics-python sends as given (``group_id``, ``previous_id``)."""
-    if value is None or value == "":
+    """Check a required id that analytics-python sends as given (``group_id``, ``previous_id``).
+
+    Strings and numbers are sent as given (the encoder makes numbers JSON-safe),
+    a UUID as its string; an int too long to write as digits is misuse.
+    """
+    if _empty(value):
         raise ArgumentError(field, f"{field} is required")
     if not _is_id(value):
-        raise ArgumentError(field, f"{field} must be a string or a number, got {type(value).__name__}")
-    return value if not isinstance(value, uuid.UUID) else str(value)
+        raise ArgumentError(field, f"{field} must be a string or a number, got {type_name(value)}")
+    cls = type(value)
+    if issubclass(cls, (str, uuid.UUID)):
+        return _id_text(field, value)
+    if issubclass(cls, int) and not int_fits(int.__int__(value)):
+        raise ArgumentError(field, f"{field} has more digits than an integer can be written with")
+    return value
 
 
 def require_user(user_id: Any, anonymous_id: Any) -> tuple[Optional[str], Optional[str]]:
@@ -108,30 +157,52 @@ def require_user(user_id: Any, anonymous_id: Any) -> tuple[Optional[str], Option
 
 
 def mapping(field: str, value: Any) -> dict[str, Any]:
-    """An optional dict argument (``properties``, ``traits``, ``context``, ``integrations``)."""
+    """An optional dict argument (``properties``, ``traits``, ``context``, ``integrations``).
+
+    Any ``Mapping`` is copied into a plain dict. One whose methods raise is
+    data: a dict subclass gives its stored items, any other mapping an empty
+    dict (one warning per type).
+    """
     if value is None:
         return {}
-    if type(value) is dict:
-        return value
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise ArgumentError(field, f"{field} must be a dict, got {type(value).__name__}")
+    cls = type(value)
+    if cls is dict:
+        return cast(dict[str, Any], value)
+    if not _is_a(cls, Mapping):
+        raise ArgumentError(field, f"{field} must be a dict, got {type_name(value)}")
+    try:
+        copied: dict[str, Any] = dict(value)
+        return copied
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - a hostile mapping is data
+        pass
+    name = type_name(value)
+    if issubclass(cls, dict):
+        warn_once("read:" + name, "%s could not be copied; its stored items are sent", name)
+        return dict(stored_items(value))
+    warn_once("read:" + name, "%s could not be read; %s sent as {}", name, field)
+    return {}
 
 
 def optional_str(field: str, value: Any) -> Optional[str]:
     """An optional string argument (``name``, ``category``)."""
-    if value is None or isinstance(value, str):
+    if value is None or type(value) is str:
         return value
-    raise ArgumentError(field, f"{field} must be a string, got {type(value).__name__}")
+    if issubclass(type(value), str):
+        return str.__str__(value)
+    raise ArgumentError(field, f"{field} must be a string, got {type_name(value)}")
 
 
 def require_event(value: Any) -> str:
     """The ``event`` name of a track call: a non-empty string."""
-    if not isinstance(value, str) or not value:
-        if value is None or value == "":
-            raise ArgumentError("event", "event is required")
-        raise ArgumentError("event", f"event must be a string, got {type(value).__name__}")
-    return value
+    if type(value) is str and value:
+        return value
+    if _empty(value):
+        raise ArgumentError("event", "event is required")
+    if not issubclass(type(value), str):
+        raise ArgumentError("event", f"event must be a string, got {type_name(value)}")
+    return str.__str__(value)
 
 
 def common(

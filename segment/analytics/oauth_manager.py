@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import requests
 
+from segment.analytics import deadline
 from segment.analytics.auth import AuthUnavailable
 from segment.analytics.logs import register_secret
 from segment.analytics.message import new_message_id
@@ -64,7 +65,7 @@ class OauthManager:
         self._lock = threading.Lock()
         self._token: Optional[str] = None
         self._expires_at = 0.0
-        self._session = requests.Session()
+        self._session = _token_session()
 
     def _assertion(self) -> str:
         import jwt
@@ -82,16 +83,25 @@ class OauthManager:
         return token.decode() if isinstance(token, bytes) else str(token)
 
     def _fetch(self) -> tuple[str, float]:
-        response = self._session.post(
-            f"{self.auth_server}/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_assertion_type": _ASSERTION_TYPE,
-                "client_assertion": self._assertion(),
-                "scope": self.scope,
-            },
-            timeout=self.timeout,
-        )
+        try:
+            assertion = self._assertion()
+        except Exception as exc:  # PyJWT and cryptography refuse an unusable key in several ways
+            message = f"could not sign the OAuth client assertion with oauth_client_key ({type(exc).__name__})"
+            raise OAuthError(message, final=True) from exc
+        deadline.start(self.timeout)  # the whole token request, like every request to the API
+        try:
+            response = self._session.post(
+                f"{self.auth_server}/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_assertion_type": _ASSERTION_TYPE,
+                    "client_assertion": assertion,
+                    "scope": self.scope,
+                },
+                timeout=self.timeout,
+            )
+        finally:
+            deadline.clear()
         if response.status_code != 200:
             raise OAuthError(f"token endpoint answered {response.status_code}", response.status_code)
         payload = response.json()
@@ -118,7 +128,7 @@ class OauthManager:
             raise
         except (requests.RequestException, ValueError) as exc:
             raise OAuthError(f"could not obtain an OAuth token: {type(exc).__name__}") from exc
-        register_secret(token)
+        register_secret(token, slot=f"oauth-token-{id(self)}")  # a new token replaces the last but one
         with self._lock:
             self._token, self._expires_at = token, expires_at
         return token
@@ -137,6 +147,15 @@ class OauthManager:
     def after_fork_in_child(self) -> None:
         """Fresh lock and HTTP session in a forked child; the token is fetched again."""
         self._lock = threading.Lock()
-        self._session = requests.Session()
+        self._session = _token_session()
         self._token = None
         self._expires_at = 0.0
+
+
+def _token_session() -> requests.Session:
+    """A session whose requests are bounded by :func:`deadline.start` as a whole."""
+    session = requests.Session()
+    adapter = deadline.DeadlineAdapter(max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session

@@ -12,18 +12,22 @@ from __future__ import annotations
 import enum
 import functools
 import logging
+import os
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from segment.analytics import encoding, process_hooks
 from segment.analytics.auth import Auth
 from segment.analytics.buffer import EventBuffer, Lease
 from segment.analytics.config import Config, Message
 from segment.analytics.consumer import Consumer
+from segment.analytics.dropsummary import DropSummary
 from segment.analytics.errors import DeliveryError
 from segment.analytics.request import BatchSender, RateLimitGate
 from segment.analytics.retry import DropReason
+from segment.analytics.spool import SpoolStore
+from segment.analytics.spool_source import SpoolSource
 from segment.analytics.stats import DeliveryStats
 from segment.analytics.transport import Transport
 from segment.analytics.wire import BATCH_SIZE_LIMIT
@@ -64,9 +68,16 @@ class Pipeline:
                 config.max_retries,
             )
         self._policy = config.policy()
+        limits = f"max_queue_size={config.max_queue_size}, max_queue_bytes={config.max_queue_bytes}"
+        if config.on_full == "block":
+            limits += f", waited up to block_timeout={config.block_timeout:g}s"
+        self._full_limits = f"queue is full ({limits})"
+        self._full_refused = self.full_text("event refused")
+        self._on_full_acts = config.on_full != "drop_new"  # drop_new: a failed put is the answer
         self._stop = threading.Event()
         self._exiting = False
         self._drained = False
+        self._local = threading.local()  # callbacks running on this thread (a callback never blocks on a full queue)
         self._build()
         self.state = State.RUNNING if self._sending else State.STOPPED
         if self.state is State.RUNNING:
@@ -77,12 +88,26 @@ class Pipeline:
     def _sending(self) -> bool:
         return self.config.send and not self.config.sync_mode
 
-    def _build(self) -> None:
-        """Create the lock, buffer, counters, rate-limit gate, transport and sender (again after a fork)."""
+    def _build(self, store: Optional[SpoolStore] = None) -> None:
+        """Create the lock, buffer (and spool), counters, gate, transport and sender (again after a fork)."""
         config = self.config
         self._lock = threading.Lock()
-        self.buffer = EventBuffer(config.max_queue_size)
+        self.pid = os.getpid()  # the process that built this state (the doctor compares it after a fork)
+        self.buffer = EventBuffer(config.max_queue_size, max_bytes=config.max_queue_bytes)
+        self.spool: Optional[SpoolSource] = None
+        if config.storage is not None and self._sending:
+            self.spool = SpoolSource(
+                config.storage,
+                self.buffer,
+                self._storage_dropped,
+                max_bytes=config.storage_max_bytes,
+                max_age=config.storage_max_age,
+                sync_interval=config.storage_sync_interval,
+                store=store,
+            )
+        self.source: Union[EventBuffer, SpoolSource] = self.spool or self.buffer
         self.counters = DeliveryStats()
+        self.drops = DropSummary()
         self.consumers: list[Consumer] = []
         self.transport = Transport(config.host, config.timeout, config.proxies, pool_size=config.thread)
         self.sender = BatchSender(
@@ -105,13 +130,16 @@ class Pipeline:
     def _start_consumers_locked(self) -> None:
         """Start ``thread`` consumers (the caller holds the lock or owns the pipeline alone)."""
         self._stop.clear()
-        self.buffer.reopen()
+        self.source.reopen()
+        if self.spool is not None:
+            self.spool.start()
+        self.drops.restart()
         config = self.config
         max_bytes = BATCH_SIZE_LIMIT - self.sender.envelope_size()
         self.consumers = [
             Consumer(
                 index,
-                self.buffer,
+                self.source,
                 self._upload,
                 self._stop,
                 upload_size=config.upload_size,
@@ -151,13 +179,19 @@ class Pipeline:
             result = self.sender.send(lease.items, functools.partial(self._settled, lease))
             pending = result.pending
         finally:
-            if pending:
-                self.buffer.requeue_front(pending)
-            self.buffer.settle(lease)
+            self.source.finish(lease, pending)
 
     def _settled(self, lease: Lease, events: list[bytes], error: Optional[DeliveryError], after_retry: bool) -> None:
-        lease.done += len(events)
+        lease.settled(events)
         self.record(events, error, after_retry)
+
+    def _storage_dropped(self, events: list[bytes], reason: DropReason) -> None:
+        texts = {
+            DropReason.STORAGE_FULL: "the spool is full (storage_max_bytes): its oldest events make room",
+            DropReason.STORAGE_EXPIRED: "the events waited in the spool longer than storage_max_age",
+            DropReason.STORAGE_CORRUPT: "the spooled events could not be decoded",
+        }
+        self.record(events, DeliveryError(reason, texts.get(reason, str(reason))))
 
     # -- outcomes -------------------------------------------------------------
 
@@ -169,12 +203,14 @@ class Pipeline:
                 self._notify(self.config.on_success, None, events)
         else:
             self.counters.dropped(error.reason, len(events))
+            self.drops.add(error.reason, error.status if error.status is not None else error.kind, len(events))
             if self.config.on_error:
                 self._notify(self.config.on_error, error, events)
 
     def refuse(self, reason: DropReason, msg: Message, text: str) -> tuple[bool, Message]:
         """Count and report an event accepted but not queued; the call returns ``(False, msg)``."""
         self.counters.refuse(reason)
+        self.drops.add(reason)
         if self.config.on_error:
             self._call(self.config.on_error, DeliveryError(reason, text), [msg])
         return False, msg
@@ -190,22 +226,53 @@ class Pipeline:
         else:
             self._call(callback, error, messages)
 
-    @staticmethod
-    def _call(callback: Callable[..., Any], *args: Any) -> None:
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        local = self._local
+        local.callbacks = getattr(local, "callbacks", 0) + 1
         try:
             callback(*args)
         except (Exception, SystemExit):
             log.exception("exception raised by the %s callback (ignored)", _name(callback))
+        finally:
+            local.callbacks -= 1
 
     # -- the calls' side ------------------------------------------------------
 
     def put(self, data: bytes) -> Optional[DropReason]:
         """Queue one encoded event; ``None`` when queued, else why it was not."""
-        if self.buffer.put(data):
+        if self.buffer.put(data) or (self._on_full_acts and self._put_when_full(data)):
             if self.state is State.FORKED:
                 self._ensure_running()
             return None
         return DropReason.CLIENT_CLOSED if self.buffer.sealed else DropReason.QUEUE_FULL
+
+    def _put_when_full(self, data: bytes) -> bool:
+        """The queue was full: apply ``on_full``; whether ``data`` was queued after all.
+
+        ``block`` never waits in a callback or on a consumer thread (it could wait for itself), at exit,
+        or when no consumer runs to make room; shutdown and ``join()`` wake the waiters.
+        """
+        on_full = self.config.on_full
+        if self.buffer.sealed:
+            return False
+        if on_full == "block":
+            in_callback: int = getattr(self._local, "callbacks", 0)
+            if in_callback or self._exiting or self._on_consumer_thread() or not self._alive():
+                return False
+            return self.buffer.put_wait(data, self.config.block_timeout)
+        evicted = self.buffer.put_evicting(data)
+        if evicted is None:
+            return False
+        if evicted.items:
+            try:
+                self.record(evicted.items, DeliveryError(DropReason.QUEUE_FULL, self.full_text("oldest event dropped")))
+            finally:
+                self.buffer.settle(evicted)
+        return True
+
+    def full_text(self, what: Optional[str] = None) -> str:
+        """Why the queue had no room, for a ``queue_full`` report (``what`` ``None``: the event was refused)."""
+        return self._full_refused if what is None else f"{self._full_limits}: {what}"
 
     def send_now(self, data: bytes) -> bool:
         """Sync mode: deliver one event in the caller's thread; whether it was delivered."""
@@ -229,14 +296,14 @@ class Pipeline:
         if not self._sending:
             return None
         self._ensure_running()
-        mark = self.buffer.request_flush()
+        mark = self.source.request_flush()
         return None if self._on_consumer_thread() else mark  # a consumer cannot wait for itself
 
     def flush(self, timeout: Optional[float]) -> int:
         """Send what is queued now; wait (within ``timeout``) until it is delivered or reported."""
         mark = self.start_flush()
         if mark is not None:
-            self.buffer.wait_settled(mark, timeout, self._alive)
+            self.source.wait_settled(mark, timeout, self._alive)
         return self.pending()
 
     def join(self, timeout: Optional[float]) -> None:
@@ -248,12 +315,15 @@ class Pipeline:
                 self.state = State.STOPPED
             consumers = list(self.consumers)
             self._stop.set()
-            self.buffer.close()
+            self.source.close()
+        self.drops.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
         for consumer in consumers:
             if consumer is threading.current_thread() or not consumer.is_alive():
                 continue
-            consumer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            consumer.join(_remaining(deadline))
+        if self.spool is not None:
+            self.spool.join_writer(_remaining(deadline))  # it commits what is staged, then ends
 
     def shutdown(self, timeout: Optional[float]) -> int:
         """Refuse new events, deliver what was accepted (within ``timeout``), stop; returns what is left.
@@ -263,7 +333,7 @@ class Pipeline:
         deadline = None if timeout is None else time.monotonic() + timeout
         mark = self.start_shutdown()
         if mark is not None:
-            self.buffer.wait_settled(mark, _remaining(deadline), self._alive)
+            self.source.wait_settled(mark, _remaining(deadline), self._alive)
         return self.finish_shutdown(_remaining(deadline))
 
     def start_shutdown(self) -> Optional[int]:
@@ -274,7 +344,8 @@ class Pipeline:
             if self.state is State.CLOSED:
                 return None
             self.state = State.CLOSING
-        mark = self.buffer.seal()
+        self.buffer.seal()
+        mark = self.source.request_flush()
         if self._on_consumer_thread() or not self._sending or self._exiting:
             return None
         with self._lock:
@@ -289,21 +360,29 @@ class Pipeline:
             if self.state is State.CLOSED:
                 return self.pending()
         if self._on_consumer_thread():
-            self.buffer.close()  # the consumers drain what is queued, then stop
+            self.source.close()  # the consumers drain what is queued, then stop
             return self.pending()
         self.join(timeout)
         with self._lock:
             self.state = State.CLOSED
         if not self._alive():
             self.transport.close()
+        if self.spool is not None:
+            self.spool.release()  # what it still holds goes to the next client that opens the spool
+        self.drops.flush()
         return self.pending()
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters (``accepted == delivered + dropped + pending``)."""
+        """A snapshot of the counters (``accepted + recovered == delivered + dropped + pending``)."""
         if process_hooks.watch:
             process_hooks.catch_up()
-        buffer = self.buffer
-        return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight()))
+        buffer, spool = self.buffer, self.spool
+        if spool is None:
+            return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight(), 0))
+        snapshot = self.counters.snapshot(lambda: (buffer.put_total, len(buffer), spool.in_flight(), spool.recovered()))
+        snapshot["stored"] = spool.stored()
+        snapshot["storage_bytes"] = spool.disk_bytes()
+        return snapshot
 
     def pending(self) -> int:
         """Accepted events neither delivered nor reported yet."""
@@ -314,16 +393,29 @@ class Pipeline:
     def at_exit(self) -> None:
         """Bounded drain at interpreter (or pool worker) exit; starts no thread; logs what is left."""
         with self._lock:
-            if self._drained:
-                return
+            if self._drained or (self.state is State.CLOSED and self.spool is not None):
+                return  # a spool handed over at shutdown: its events are the next client's now
             self._drained = True
             self._exiting = True
+        self.drops.stop()  # starts no thread at exit
         if self._alive():
-            self.buffer.wait_settled(self.buffer.request_flush(), self.config.exit_timeout, self._alive)
+            self.source.wait_settled(self.source.request_flush(), self.config.exit_timeout, self._alive)
         self._stop.set()
-        self.buffer.close()
+        self.source.close()
+        spool = self.spool
+        if spool is not None:
+            spool.join_writer(0.5)
+            spool.commit_staged()  # whatever the writer did not take: a new thread may not start now
+        self.drops.flush()
         pending = self.pending()
-        if pending:
+        kept = min(pending, spool.stored()) if spool is not None and not spool.degraded else 0
+        if kept:
+            where = spool.path if spool is not None else ""
+            text = (
+                "segment: %d event(s) could not be delivered before exit; %d kept in the spool at %s for the next start"
+            )
+            log.warning(text, pending, kept, where)
+        elif pending:
             log.warning("segment: %d event(s) could not be delivered before exit", pending)
 
     def after_fork_in_child(self) -> None:
@@ -332,9 +424,9 @@ class Pipeline:
             after_fork = getattr(self.auth, "after_fork_in_child", None)
             if after_fork is not None:
                 after_fork()
-        was_closed = self.closed
-        self._stop = threading.Event()
-        self._build()
+        was_closed = self.state in (State.CLOSING, State.CLOSED)  # not self.closed: it would catch up again
+        self._stop = threading.Event()  # the parent's may have been locked at fork time
+        self._build(self.spool.store if self.spool is not None else None)
         self._drained = False
         self._exiting = False
         if was_closed:

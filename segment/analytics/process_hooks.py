@@ -10,7 +10,7 @@ The rebuild in a child waits for the child's first call (:func:`catch_up`), not 
 gevent or eventlet worker forked from an unpatched master (``gunicorn -k gevent --preload``) patches
 ``threading`` in between, and locks made before the patch would block its hub. The at-fork hook only
 raises :data:`watch`. uWSGI forks its workers from C without Python's at-fork hooks (unless started
-with ``--py-call-osafterfork``): under it ``watch`` stays up, and the calls compare process ids.
+with ``--py-call-uwsgi-fork-hooks``): under it ``watch`` stays up, and the calls compare process ids.
 """
 
 from __future__ import annotations

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
 from segment.analytics import wire
 from segment.analytics.auth import Auth, BasicAuth
-from segment.analytics.encoding import decode
+from segment.analytics.compat import DatetimeSerializer, post
 from segment.analytics.errors import APIError, DeliveryError
 from segment.analytics.logs import redact
+from segment.analytics.ratelimit import RateLimitGate
 from segment.analytics.retry import (
     DELIVERED,
     RETRY,
@@ -43,46 +43,12 @@ from segment.analytics.retry import (
 )
 from segment.analytics.transport import NetworkError, Poster, Response
 
-__all__ = ["APIError", "BatchResult", "BatchSender", "RateLimitGate", "Settled"]
+__all__ = ["APIError", "BatchResult", "BatchSender", "DatetimeSerializer", "RateLimitGate", "Settled", "post"]
 
 log = logging.getLogger("segment")
 
 #: Called as each group of a batch settles: ``(events, error or None if delivered, after a retry?)``.
 Settled = Callable[[list[bytes], Optional[DeliveryError], bool], None]
-
-
-class RateLimitGate:
-    """Rate-limit state shared by every consumer of one client.
-
-    While ``until`` lies in the future nobody sends. An episode starts with
-    the first rate-limited response and ends with the first answer that is not
-    rate-limited to a request sent after the last rate-limited response arrived.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.until = 0.0
-        self.episode_start: Optional[float] = None
-        self._last_limited_at = float("-inf")
-
-    def wait_time(self, now: float) -> float:
-        """Seconds until sending is allowed again."""
-        return max(0.0, self.until - now)
-
-    def limit(self, now: float, delay: float) -> float:
-        """Record a rate-limited response arriving at ``now``; returns the episode's start."""
-        with self._lock:
-            if self.episode_start is None:
-                self.episode_start = now
-            self.until = max(self.until, now + delay)
-            self._last_limited_at = now
-            return self.episode_start
-
-    def release(self, sent_at: float) -> None:
-        """Record an answer that is not rate-limited to a request sent at ``sent_at``."""
-        with self._lock:
-            if self.episode_start is not None and sent_at >= self._last_limited_at:
-                self.episode_start = None
 
 
 @dataclass
@@ -136,6 +102,7 @@ class _Batch:
         self.response: Optional[Response] = None
         self.cause: Optional[BaseException] = None
         self.kind: Optional[str] = None
+        self.retry_after = 0.0  # the last usable Retry-After, in seconds
 
     def settle(self, events: list[bytes], error: Optional[DeliveryError]) -> None:
         after_retry = self.state.requests > 1
@@ -231,7 +198,8 @@ class BatchSender:
             status = getattr(exc, "status", None)
             batch.cause = exc
             log.debug("no Authorization header: %s", exc)
-            return NoAuth(status if isinstance(status, int) else None, self.clock())
+            unusable = getattr(exc, "final", False) is True
+            return NoAuth(status if isinstance(status, int) else None, self.clock(), unusable)
         headers = wire.headers(authorization, self.gzip, batch.state.requests)
         body = self.envelope.body(group, self.wall_clock())
         if log.isEnabledFor(logging.DEBUG):
@@ -263,9 +231,10 @@ class BatchSender:
                 self._warned_retry_after = True
                 log.warning("ignoring unparsable Retry-After header %r", redact(str(header))[:64])
             if retry_after.delay is not None:
-                episode_start = self.gate.limit(now, retry_after.delay)
-                # the wait is until the shared gate opens, which another consumer may have pushed further out
-                rate_limit = (episode_start, self.gate.wait_time(now))
+                # the wait is until the shared gate opens, which another consumer may have pushed further out;
+                # the gate closes only if the policy accepts the wait (a batch it drops holds nobody back)
+                rate_limit = self.gate.preview(now, retry_after.delay)
+                batch.retry_after = retry_after.delay
         if rate_limit is None:
             self.gate.release(sent_at)
         return Answered(status, now, len(group), rate_limit)
@@ -287,6 +256,7 @@ class BatchSender:
             return True
         self.stats.retry(str(outcome.status) if isinstance(outcome, Answered) else (batch.kind or "auth"))
         if step.rate_limited:
+            self.gate.limit(outcome.at, batch.retry_after)
             self.stats.rate_limited_wait()
             return True  # the shared gate makes every consumer wait before the next send
         log.debug("retry %d of %d in %.2fs", step.state.retries, self.policy.max_retries, step.seconds)
@@ -328,28 +298,8 @@ class BatchSender:
         return self._execute(batch, retry_outcome, self.policy.next_step(batch.state, retry_outcome, self.rand()))
 
     def _error_responses(self, response: Response, size: int) -> Optional[dict[int, int]]:
-        """Per-event statuses listed in a 2xx body's ``errorResponses`` (index -> status), if any.
-
-        A body that cannot be read (not JSON, nested too deeply, numbers too long) delivers the whole
-        group: the API took it.
-        """
-        if b"errorResponses" not in response.body:
-            return None
-        try:
-            entries = decode(response.body).get("errorResponses")
-        except Exception:  # noqa: BLE001 - whatever the body is, a 2xx means the API took the batch
-            return None
-        if not isinstance(entries, list):
-            return None
-        verdicts: dict[int, int] = {}
-        ignored = 0
-        for entry in entries:
-            index = entry.get("index") if isinstance(entry, dict) else None
-            status = entry.get("status") if isinstance(entry, dict) else None
-            if type(index) is int and type(status) is int and 0 <= index < size:
-                verdicts[index] = status
-            else:
-                ignored += 1
+        """Per-event statuses listed in a 2xx body (index -> status); warns once about unusable entries."""
+        verdicts, ignored = wire.error_responses(response.body, size)
         if ignored and not self._warned_error_responses:
             self._warned_error_responses = True
             log.warning("ignored %d errorResponses entries with a missing status or an index out of range", ignored)
@@ -373,7 +323,7 @@ class BatchSender:
         error = DeliveryError(
             reason, message, status=status, cause=cause, attempts=batch.state.requests, kind=batch.kind
         )
-        log.warning("dropping events: %s", error)
+        log.debug("dropping events: %s", error)  # the pipeline's drop summary logs drops at WARNING
         return error
 
 
@@ -383,12 +333,12 @@ def _with_oauth(policy: RetryPolicy, oauth: bool) -> RetryPolicy:
 
 def _describe(response: Response) -> str:
     """``HTTP <status>: <start of the body>``, with secrets redacted before the body is cut."""
-    text = redact(response.body[:4096].decode("utf-8", "replace")).strip()
+    text = redact(response.body.decode("utf-8", "replace")).strip()
     return f"HTTP {response.status}" + (f": {text[:200]}" if text else "")
 
 
 def _redacted(response: Response) -> Response:
-    return Response(response.status, response.headers, redact(response.body.decode("utf-8", "replace")).encode())
+    return response.redacted()
 
 
 def _plain_sleep(seconds: float) -> bool:

@@ -20,7 +20,7 @@ DELIVERED = "delivered"
 RETRY = "retry"
 DROP = "drop"
 
-#: Statuses retried although they are 4xx (SPEC 3.1).
+#: Statuses retried although they are 4xx (delivery.md §3.1).
 RETRYABLE_4XX = frozenset({408, 410, 429, 460})
 #: 5xx statuses that are never retried.
 NON_RETRYABLE_5XX = frozenset({501, 505})
@@ -83,7 +83,7 @@ _DROP_CONFIG = Verdict(DROP, DropReason.CONFIGURATION_ERROR)
 
 
 def classify_status(status: int, oauth: bool = False) -> Verdict:
-    """Classify a final HTTP status code (SPEC 3.1).
+    """Classify a final HTTP status code (delivery.md §3.1).
 
     2xx is delivered; 408, 410, 429, 460 and every 5xx except 501 and 505 are
     retried (511 only when ``oauth`` is configured); everything else,
@@ -110,7 +110,7 @@ def classify_network_error(kind: str) -> Verdict:
 
 
 def backoff_delay(retry: int, rand: float) -> float:
-    """Seconds to wait before counted retry ``retry`` (1, 2, ...), SPEC 3.3.
+    """Seconds to wait before counted retry ``retry`` (1, 2, ...), delivery.md §3.3.
 
     ``min(60, 0.5 * 2**(retry-1))`` plus jitter of up to 10% of that delay,
     where ``rand`` is uniform in [0, 1). Never negative, never above 60 s.
@@ -138,7 +138,7 @@ _ABSENT = RetryAfter(None)
 
 
 def parse_retry_after(value: Optional[str], now_wall: float) -> RetryAfter:
-    """Parse a Retry-After value (SPEC 3.4): integer seconds or an HTTP-date.
+    """Parse a Retry-After value (delivery.md §3.4): integer seconds or an HTTP-date.
 
     ``now_wall`` is the current wall-clock time (``time.time()``), used only
     for HTTP-dates. The delay is capped at 300 s. Absent, ``0``, negative and
@@ -222,15 +222,20 @@ class NoAnswer:
 
 @dataclass(frozen=True)
 class NoAuth:
-    """No Authorization header could be had; ``status`` is the token endpoint's answer, if any."""
+    """No Authorization header could be had; ``status`` is the token endpoint's answer, if any.
+
+    ``unusable`` says the credentials cannot work whatever the endpoint does (a key that cannot sign).
+    """
 
     status: Optional[int]
     at: float
+    unusable: bool = False
 
     @property
     def final(self) -> bool:
-        """A 4xx other than 408/429 from the token endpoint: the credentials are wrong, retrying won't help."""
-        return self.status is not None and 400 <= self.status <= 499 and self.status not in (408, 429)
+        """Retrying won't help: unusable credentials, or a 4xx other than 408/429 from the token endpoint."""
+        rejected = self.status is not None and 400 <= self.status <= 499 and self.status not in (408, 429)
+        return self.unusable or rejected
 
 
 Outcome = Union[Answered, NoAnswer, NoAuth]
@@ -281,7 +286,7 @@ def _check_budget(name: str, value: object) -> float:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """The three budgets of SPEC 3.3/3.4 and whether OAuth is configured.
+    """The three budgets of delivery.md §3.3/§3.4 and whether OAuth is configured.
 
     Construction validates the budgets: ``None`` or a negative value raises
     ``ValueError``; ``0`` means "no retry of that kind".
@@ -333,6 +338,8 @@ class RetryPolicy:
             if classify_network_error(outcome.kind).action == DROP:
                 return Drop(DropReason.CONFIGURATION_ERROR, "cannot send to the configured host", state)
         elif outcome.final:
+            if outcome.status is None:
+                return Drop(DropReason.CONFIGURATION_ERROR, "the OAuth credentials cannot be used", state)
             return Drop(DropReason.CONFIGURATION_ERROR, f"the OAuth token endpoint answered {outcome.status}", state)
         first_failure = outcome.at if state.first_failure is None else state.first_failure
         state = replace(state, first_failure=first_failure)

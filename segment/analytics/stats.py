@@ -1,4 +1,4 @@
-"""Delivery counters (SPEC 4): cheap, thread-safe, never blocking a producer for long."""
+"""Delivery counters (delivery.md §4): cheap, thread-safe, never blocking a producer for long."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class DeliveryStats:
         """Count events accepted and dropped before reaching the queue."""
         with self._lock:
             self.accepted_unqueued += count
-            self.dropped_by_reason[reason] += count
+            self.dropped_by_reason[str(reason)] += count  # a plain str, even for a DropReason
 
     def delivered(self, count: int, after_retry: bool) -> None:
         """Count events the API accepted."""
@@ -54,7 +54,7 @@ class DeliveryStats:
     def dropped(self, reason: str, count: int) -> None:
         """Count events dropped after they were queued."""
         with self._lock:
-            self.dropped_by_reason[reason] += count
+            self.dropped_by_reason[str(reason)] += count
 
     def request_sent(self, body_bytes: int) -> None:
         """Count one HTTP request and its body size on the wire."""
@@ -77,26 +77,30 @@ class DeliveryStats:
         with self._lock:
             self.rate_limited_waits += 1
 
-    def snapshot(self, queue_state: Callable[[], tuple[int, int, int]]) -> dict[str, Any]:
+    def snapshot(self, queue_state: Callable[[], tuple[int, int, int, int]]) -> dict[str, Any]:
         """A plain dict of every counter; ``pending`` is what is neither delivered nor dropped.
 
         ``queue_state()`` returns (events ever queued, queue depth, events in
-        flight); it is read under this object's lock, after which no event can
-        be counted delivered or dropped without first having been counted queued.
+        flight, events recovered from the spool); it is read under this object's
+        lock, after which no event can be counted delivered or dropped without
+        first having been counted queued or recovered.
         """
         with self._lock:
-            queued_total, queue_depth, in_flight = queue_state()
+            queued_total, queue_depth, in_flight, recovered = queue_state()
             delivered = self.delivered_first_attempt + self.delivered_after_retry
             dropped = sum(self.dropped_by_reason.values())
             accepted = queued_total + self.accepted_unqueued
             return {
                 "accepted": accepted,
+                "recovered": recovered,
+                "stored": 0,
+                "storage_bytes": 0,
                 "delivered": delivered,
                 "delivered_first_attempt": self.delivered_first_attempt,
                 "delivered_after_retry": self.delivered_after_retry,
                 "dropped": dropped,
                 "dropped_by_reason": dict(self.dropped_by_reason),
-                "pending": accepted - delivered - dropped,
+                "pending": accepted + recovered - delivered - dropped,
                 "queue_depth": queue_depth,
                 "in_flight": in_flight,
                 "retries": sum(self.retries_by_status.values()),

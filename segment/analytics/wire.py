@@ -10,7 +10,7 @@ import time
 import zlib
 from typing import Optional
 
-from segment.analytics.encoding import encode
+from segment.analytics.encoding import decode, encode
 from segment.analytics.version import VERSION
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "USER_AGENT",
     "Envelope",
     "batch_url",
+    "error_responses",
     "gzip",
     "headers",
     "iso_utc",
@@ -90,3 +91,30 @@ def gzip(body: bytes) -> bytes:
     """``body`` gzip-compressed."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     return compressor.compress(body) + compressor.flush()
+
+
+def error_responses(body: bytes, size: int) -> tuple[Optional[dict[int, int]], int]:
+    """Per-event results of a 2xx body: ``({index: status}, entries ignored)`` for a batch of ``size``.
+
+    ``None`` when the body lists none or cannot be read (not JSON, nested too deeply, numbers too
+    long): a 2xx means the API took the whole batch. Entries whose index is out of range or whose index
+    or status is not an integer are ignored and counted.
+    """
+    if b"errorResponses" not in body:
+        return None, 0
+    try:
+        entries = decode(body).get("errorResponses")
+    except Exception:  # noqa: BLE001 - whatever the body is, the batch was taken
+        return None, 0
+    if not isinstance(entries, list):
+        return None, 0
+    verdicts: dict[int, int] = {}
+    ignored = 0
+    for entry in entries:
+        index = entry.get("index") if isinstance(entry, dict) else None
+        status = entry.get("status") if isinstance(entry, dict) else None
+        if type(index) is int and type(status) is int and 0 <= index < size:
+            verdicts[index] = status
+        else:
+            ignored += 1
+    return verdicts, ignored

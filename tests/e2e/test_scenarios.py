@@ -53,7 +53,7 @@ def _statuses(server: dict[str, Any]) -> set[int]:
 
 
 def test_suites_cover_every_rule_of_spec_3() -> None:
-    """SPEC 3.1 status classes, network errors, Retry-After forms, budgets, 207 and 413 handling."""
+    """delivery.md §3.1 status classes, network errors, Retry-After forms, budgets, 207 and 413 handling."""
     statuses: set[int] = set()
     text = ""
     for s in SCENARIOS:

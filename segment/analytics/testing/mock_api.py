@@ -997,7 +997,7 @@ def _render(reply: Reply, batch: list[Any]) -> tuple[_Plan, tuple[int, ...]]:
         data = body.encode("utf-8") if isinstance(body, str) else body
         try:
             parsed = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # not JSON, or nested too deeply to parse
             parsed = None
             content_type = "text/plain; charset=utf-8"
     headers: list[tuple[str, str]] = []

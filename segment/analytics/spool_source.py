@@ -1,0 +1,366 @@
+"""Where consumers take batches from when ``storage=PATH`` is set: the durable spool (delivery.md §7).
+
+Callers still only put bytes into the in-memory staging buffer. A writer thread
+(``segment-spool-writer``) takes what is staged at most ``storage_sync_interval``
+after it arrived and appends it to the :class:`~segment.analytics.spool.SpoolStore`
+in one transaction, applies the spool's limits and adopts dead owners' rows
+every few seconds. Consumers read batches back oldest first; a batch's rows are
+deleted once each of its events is delivered or dropped, and given back (kept
+for a later read, or the next start) when a stop interrupts it.
+
+When the spool cannot be used (a read-only path, no space, a damaged file) it
+logs one WARNING and the pipeline carries on in memory: consumers take from the
+staging buffer directly, as they do without a spool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from segment.analytics.buffer import EventBuffer, Lease
+from segment.analytics.retry import DropReason
+from segment.analytics.spool import SpoolStore, SpoolUnavailable
+from segment.analytics.spool_reader import SpoolReader
+
+__all__ = ["SpoolSource"]
+
+log = logging.getLogger("segment")
+
+#: Events appended in one transaction at most.
+WRITE_GROUP = 5000
+#: Seconds between adoptions of dead owners' rows and idle limit checks (the promise is 30).
+MAINTENANCE_INTERVAL = 5.0
+
+Report = Callable[[list[bytes], DropReason], None]
+
+
+class SpoolSource:
+    """Staging buffer -> writer thread -> spool -> consumers; the same interface consumers use on a buffer."""
+
+    def __init__(
+        self,
+        path: str,
+        staging: EventBuffer,
+        report: Report,
+        *,
+        max_bytes: int,
+        max_age: float,
+        sync_interval: float,
+        store: Optional[SpoolStore] = None,
+    ) -> None:
+        self.path = path
+        self.staging = staging
+        self._report = report
+        self._max_bytes = max_bytes
+        self._max_age = max_age
+        self._sync_interval = sync_interval
+        self.store = store  # opened by the writer thread (opening may wait on another process)
+        self._reader: Optional[SpoolReader] = SpoolReader(store) if store is not None else None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._urgent_through = 0  # rows up to this id are sent without lingering (a flush asked)
+        self._committed_through = 0  # the newest row this process appended
+        self._leases: set[Lease] = set()
+        self.degraded = False
+        self._release_when_idle = False  # shut down: close the store once the writer and consumers are done
+        self.appended = 0
+        self.deleted = 0
+        self._writer: Optional[threading.Thread] = None
+
+    # -- the writer ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer thread (with the consumers)."""
+        if self.degraded or (self._writer is not None and self._writer.is_alive()):
+            return
+        self._writer = threading.Thread(target=self._write_loop, name="segment-spool-writer", daemon=True)
+        self._writer.start()
+
+    def _open(self) -> Optional[SpoolReader]:
+        if self._reader is None:
+            try:
+                self.store = SpoolStore(self.path, max_bytes=self._max_bytes, max_age=self._max_age)
+            except (SpoolUnavailable, ValueError) as exc:
+                self._degrade(exc)
+                return None
+            self._reader = SpoolReader(self.store)
+        with self._cond:
+            self._cond.notify_all()
+        return self._reader
+
+    def _write_loop(self) -> None:
+        reader = self._open()
+        next_maintenance = 0.0
+        while reader is not None and not self.degraded:
+            lease = self.staging.take(WRITE_GROUP, 1 << 62, self._sync_interval, first_wait=1.0)
+            if lease is None:  # staging closed and empty: everything is committed
+                self._release_if_idle(writer_done=True)
+                return
+            if lease.items and not self._commit(reader, lease):
+                return
+            if time.monotonic() >= next_maintenance:
+                next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+                self._maintain(reader)
+
+    def _commit(self, reader: SpoolReader, lease: Lease) -> bool:
+        """Append a staged batch; on a disk error give it back to memory (and degrade)."""
+        if not self._append(reader, lease.items):
+            self.staging.finish(lease, lease.items)
+            return False
+        self.staging.settle(lease)
+        self._enforce(reader)
+        return True
+
+    def _append(self, reader: SpoolReader, items: list[bytes]) -> bool:
+        try:
+            ids = reader.append(items, hold=False)
+        except SpoolUnavailable as exc:
+            self._degrade(exc)
+            return False
+        with self._cond:
+            self.appended += len(ids)
+            self._committed_through = max(self._committed_through, ids[-1])
+            self._cond.notify_all()
+        return True
+
+    def _maintain(self, reader: SpoolReader) -> None:
+        try:
+            adopted = reader.adopt()
+        except SpoolUnavailable as exc:
+            self._degrade(exc)
+            return
+        if adopted:
+            log.info("adopted %d event(s) from the spool of a process that ended", adopted)
+            with self._cond:
+                self._cond.notify_all()
+        self._enforce(reader)
+
+    def _enforce(self, reader: SpoolReader) -> None:
+        try:
+            dropped = reader.enforce_limits()
+        except SpoolUnavailable as exc:
+            self._degrade(exc)
+            return
+        if not dropped:
+            return
+        with self._cond:
+            self.deleted += len(dropped)
+        for reason in {item.reason for item in dropped}:
+            self._report([item.row.data for item in dropped if item.reason == reason], DropReason(reason))
+
+    def commit_staged(self) -> None:
+        """Append whatever is staged now, in the calling thread (at exit, when no thread may start)."""
+        reader = self._reader
+        if reader is None or self.degraded:
+            return
+        items = self.staging.drain()
+        if items and not self._append(reader, items):
+            self.staging.requeue_front(items)
+
+    def _degrade(self, exc: BaseException) -> None:
+        with self._cond:
+            if self.degraded:
+                return
+            self.degraded = True
+            self._cond.notify_all()
+        log.warning("the spool at %s cannot be used (%s): events are kept in memory only", self.path, exc)
+
+    # -- the consumers' side -------------------------------------------------------------------
+
+    def take(self, max_count: int, max_bytes: int, linger: float) -> Optional[Lease]:
+        """The oldest spooled events not in flight, as a batch; ``None`` once closed with nothing to read."""
+        lease = Lease([], 0, 0)
+        lease.rows = {}
+        deadline: Optional[float] = None
+        while True:
+            reader = self._wait_ready()
+            if reader is None and not self.degraded:
+                return self._handed_out(lease) if lease.items else None  # closed before the spool opened
+            if reader is None:  # degraded: memory only from now on
+                return self._handed_out(lease) if lease.items else self.staging.take(max_count, max_bytes, linger)
+            try:
+                result = reader.next_batch(max_count - len(lease.items), max(1, max_bytes - lease.size))
+            except SpoolUnavailable as exc:
+                self._degrade(exc)
+                continue
+            if result.corrupt:
+                self._drop_corrupt(reader, [row.data for row in result.corrupt], [row.id for row in result.corrupt])
+            for row in result.rows:
+                lease.items.append(row.data)
+                lease.rows[id(row.data)] = row.id
+                lease.size += len(row.data) + 1
+            if lease.items and deadline is None:
+                deadline = time.monotonic() + linger
+            with self._cond:
+                full = len(lease.items) >= max_count or (result.rows and lease.size >= max_bytes)
+                urgent = bool(lease.items) and min(lease.rows.values()) <= self._urgent_through
+                if lease.items and (full or urgent or self._closed or time.monotonic() >= (deadline or 0)):
+                    return self._handed_out(lease)
+                if not lease.items and self._closed:
+                    return None
+                if not result.rows:
+                    wait = 0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic()))
+                    self._cond.wait(wait)
+
+    def _wait_ready(self, deadline: Optional[float] = None) -> Optional[SpoolReader]:
+        """The reader once the writer has opened the spool; ``None`` if it cannot be (or on ``deadline``)."""
+        with self._cond:
+            while self._reader is None and not self.degraded and not self._closed:
+                wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+                self._cond.wait(wait)
+            return None if self.degraded else self._reader
+
+    def _handed_out(self, lease: Lease) -> Lease:
+        with self._cond:
+            self._leases.add(lease)
+        return lease
+
+    def _drop_corrupt(self, reader: SpoolReader, data: list[bytes], ids: list[int]) -> None:
+        self._report(data, DropReason.STORAGE_CORRUPT)
+        self._done(reader, ids)
+
+    def _done(self, reader: SpoolReader, ids: list[int]) -> None:
+        try:
+            reader.done(ids)
+        except SpoolUnavailable as exc:
+            self._degrade(exc)
+            return
+        with self._cond:
+            self.deleted += len(ids)
+
+    def finish(self, lease: Lease, pending: list[bytes]) -> None:
+        """Delete the rows of ``lease`` that were delivered or dropped; give back ``pending`` ones."""
+        if lease.rows is None:  # taken from memory after degrading
+            self.staging.finish(lease, pending)
+            return
+        reader = self._reader
+        if reader is not None:
+            if lease.acked:
+                self._done(reader, lease.acked)
+            if pending:
+                reader.release(lease.rows[id(event)] for event in pending)
+        with self._cond:
+            self._leases.discard(lease)
+            self._cond.notify_all()
+        self._release_if_idle()
+
+    # -- flush, stop ---------------------------------------------------------------------------
+
+    def request_flush(self) -> int:
+        """Ask for what is staged to be committed and sent without lingering; the mark to wait for."""
+        mark = self.staging.request_flush()
+        with self._cond:
+            self._urgent_through = max(self._urgent_through, self._committed_through)
+            self._cond.notify_all()
+        return mark
+
+    def wait_settled(self, mark: int, timeout: Optional[float], alive: Callable[[], bool]) -> bool:
+        """Wait until everything staged before ``mark`` is committed, then sent or reported."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.staging.wait_settled(mark, timeout, lambda: alive() or self._writer_alive()):
+            return False
+        reader = self._wait_ready(deadline)
+        try:
+            newest = reader.store.last_id() if reader is not None else 0  # recovered rows included
+        except SpoolUnavailable as exc:
+            self._degrade(exc)
+            newest = 0
+        with self._cond:
+            through = self._urgent_through = max(self._urgent_through, self._committed_through, newest)
+            self._cond.notify_all()
+            while not self._settled_through(through):
+                if self.degraded or not alive():
+                    return self.degraded and self.staging.wait_settled(mark, _left(deadline), alive)
+                wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
+                if wait <= 0:
+                    return False
+                self._cond.wait(wait)
+        return True
+
+    def _settled_through(self, through: int) -> bool:
+        reader = self._reader
+        return reader is None or reader.settled_through(through)
+
+    def _writer_alive(self) -> bool:
+        return self._writer is not None and self._writer.is_alive()
+
+    def in_flight(self) -> int:
+        """Events handed to consumers and not yet finished."""
+        with self._cond:
+            leases = list(self._leases)
+        return sum(len(lease.items) - lease.done for lease in leases) + self.staging.in_flight()
+
+    def close(self) -> None:
+        """Stop: the writer commits what is staged and ends; consumers end once nothing is left to read."""
+        self.staging.close()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        """Allow taking again after :meth:`close`."""
+        self.staging.reopen()
+        with self._cond:
+            self._closed = False
+
+    def join_writer(self, timeout: Optional[float]) -> None:
+        """Wait for the writer thread to end."""
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout)
+
+    def writer_alive(self) -> bool:
+        """Whether the writer thread runs."""
+        return self._writer_alive()
+
+    def stored(self) -> int:
+        """Events this process holds in the spool now (appended or recovered, not yet deleted)."""
+        store = self.store
+        recovered = store.recovered if store is not None else 0
+        return max(0, self.appended + recovered - self.deleted)
+
+    def recovered(self) -> int:
+        """Events adopted from an earlier or a dead process, or salvaged from a damaged file."""
+        return self.store.recovered if self.store is not None else 0
+
+    def disk_bytes(self) -> int:
+        """Bytes the spool directory holds on disk (0 when it cannot be read)."""
+        if self.store is None:
+            return 0
+        try:
+            return self.store.disk_bytes()
+        except OSError:
+            return 0
+
+    def release(self) -> None:
+        """Close the store as soon as the writer has committed what is staged and no batch is in flight.
+
+        What it still holds is then adopted by the next client that opens the spool, in this process or
+        another.
+        """
+        with self._cond:
+            self._release_when_idle = True
+        self._release_if_idle()
+
+    def _release_if_idle(self, writer_done: bool = False) -> None:
+        with self._cond:
+            if not self._release_when_idle or self._leases:
+                return
+            if not writer_done and self._writer_alive():
+                return
+            self._release_when_idle = False
+        if self.store is not None:
+            self.commit_staged()
+            try:
+                self.store.close()
+            except SpoolUnavailable:
+                pass
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
