@@ -19,7 +19,7 @@ The flush may take ``timeout`` seconds (default 5), or less when the handler rec
 ``get_remaining_time_in_millis()`` method (AWS Lambda's context): what it returns after the handler,
 less ``margin`` (default 0.5 s), so the invocation never runs out of time because of the flush. Events
 it could not deliver are logged (one WARNING with the count) and stay queued: they are sent if the
-sandbox runs again, and lost if it is recycled (with ``Client(storage=...)`` they are kept on disk).
+sandbox runs again, and lost if it is recycled (a spool on the sandbox's own disk goes with it).
 """
 
 from __future__ import annotations
