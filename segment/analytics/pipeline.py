@@ -393,19 +393,21 @@ class Pipeline:
     def at_exit(self) -> None:
         """Bounded drain at interpreter (or pool worker) exit; starts no thread; logs what is left."""
         with self._lock:
-            if self._drained or (self.state is State.CLOSED and self.spool is not None):
+            if self._drained or (self.state is State.CLOSED and self.spool is not None and self.spool.handed_over):
                 return  # a spool handed over at shutdown: its events are the next client's now
             self._drained = True
             self._exiting = True
         self.drops.stop()  # starts no thread at exit
+        deadline = time.monotonic() + self.config.exit_timeout
         if self._alive():
             self.source.wait_settled(self.source.request_flush(), self.config.exit_timeout, self._alive)
         self._stop.set()
         self.source.close()
         spool = self.spool
         if spool is not None:
-            spool.join_writer(0.5)
-            spool.commit_staged()  # whatever the writer did not take: a new thread may not start now
+            spool.join_writer(_remaining(deadline))  # within the exit budget, it commits what it took and ends
+            if not spool.writer_alive():  # (one stuck on a busy database keeps what it holds in memory)
+                spool.commit_staged()  # whatever the writer did not take: a new thread may not start now
         self.drops.flush()
         pending = self.pending()
         kept = min(pending, spool.stored()) if spool is not None and not spool.degraded else 0

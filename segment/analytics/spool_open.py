@@ -145,6 +145,8 @@ def salvage(aside: str, conn: sqlite3.Connection, owner_id: int) -> int:
             chunk: list[tuple[int, int, bytes]] = []
             try:
                 for row_id, created, data in source.execute(query, args):
+                    if not isinstance(row_id, int) or row_id <= 0:
+                        continue  # a damaged page can yield ids the query excluded: no reader could hand them out
                     if query.endswith("DESC") and row_id <= lowest_saved:
                         break
                     chunk.append((int(row_id), _as_int(created), as_bytes(data)))

@@ -66,6 +66,7 @@ class SpoolSource:
         self._leases: set[Lease] = set()
         self.degraded = False
         self._release_when_idle = False  # shut down: close the store once the writer and consumers are done
+        self.handed_over = False  # the store was closed with everything staged committed: the next client's now
         self.appended = 0
         self.deleted = 0
         self._writer: Optional[threading.Thread] = None
@@ -80,16 +81,19 @@ class SpoolSource:
         self._writer.start()
 
     def _open(self) -> Optional[SpoolReader]:
-        if self._reader is None:
+        reader = self._reader
+        if reader is None:
             try:
                 self.store = SpoolStore(self.path, max_bytes=self._max_bytes, max_age=self._max_age)
             except (SpoolUnavailable, ValueError) as exc:
                 self._degrade(exc)
                 return None
-            self._reader = SpoolReader(self.store)
+            reader = SpoolReader(self.store)
+            self._enforce(reader)  # what an earlier process left too long expires before anything is sent
         with self._cond:
+            self._reader = reader
             self._cond.notify_all()
-        return self._reader
+        return reader
 
     def _write_loop(self) -> None:
         reader = self._open()
@@ -359,7 +363,8 @@ class SpoolSource:
             try:
                 self.store.close()
             except SpoolUnavailable:
-                pass
+                return
+            self.handed_over = not self.staging.qsize()
 
 
 def _left(deadline: Optional[float]) -> Optional[float]:
