@@ -46,6 +46,8 @@ setup(
             "PyJWT[crypto]>=2.0",
             "gevent",
             "eventlet",
+            "gunicorn",
+            "celery",
         ],
     },
     classifiers=[

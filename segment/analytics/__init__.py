@@ -4,9 +4,10 @@ Set ``analytics.write_key`` (and any other setting below), then call
 ``analytics.track(...)`` and friends. The default :class:`Client`,
 ``analytics.default_client``, is created from these settings by the first
 module-level call (once, even when threads or greenlets race to make it).
-``flush()``, ``join()`` and ``shutdown()`` act on it; ``shutdown()`` also
-discards it, so the next call starts a new client from the settings as they
-are then.
+``flush()``, ``join()`` and ``shutdown()`` (and ``aflush()``/``ashutdown()``
+for asyncio) act on it; ``shutdown()`` also discards it, so the next call
+starts a new client from the settings as they are then. ``flush_after``
+flushes after each invocation of a serverless handler.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 from segment.analytics import process_hooks
 from segment.analytics.client import Client
 from segment.analytics.errors import APIError, ArgumentError, DeliveryError
+from segment.analytics.serverless import flush_after
 from segment.analytics.version import VERSION
 
 if TYPE_CHECKING:
@@ -32,8 +34,11 @@ __all__ = [
     "ArgumentError",
     "Client",
     "DeliveryError",
+    "aflush",
     "alias",
+    "ashutdown",
     "flush",
+    "flush_after",
     "group",
     "identify",
     "join",
@@ -102,6 +107,8 @@ def _client() -> Client:
     client = default_client
     if client is not None:
         return client
+    if process_hooks.watch:
+        process_hooks.catch_up()  # in a fresh fork: a new _default_lock first
     with _default_lock:
         if default_client is not None:
             return default_client
@@ -159,6 +166,22 @@ def shutdown(timeout: Optional[float] = None) -> int:
         if default_client is client:
             default_client = None
     return client.shutdown(timeout) if client is not None else 0
+
+
+async def aflush(timeout: Optional[float] = None) -> int:
+    """Flush the default client without blocking the event loop (see :meth:`Client.aflush`)."""
+    client = _existing_or_configured()
+    return await client.aflush(timeout) if client is not None else 0
+
+
+async def ashutdown(timeout: Optional[float] = None) -> int:
+    """:func:`shutdown` without blocking the event loop (see :meth:`Client.ashutdown`)."""
+    global default_client
+    client = _existing_or_configured()
+    with _default_lock:
+        if default_client is client:
+            default_client = None
+    return await client.ashutdown(timeout) if client is not None else 0
 
 
 def stats() -> dict[str, Any]:

@@ -67,6 +67,7 @@ class EventBuffer:
         self._closed = False
         self._sealed = False  # refuses new events (shutdown has begun)
         self._leases: set[Lease] = set()
+        self._on_settled: list[tuple[int, Callable[[], None]]] = []  # see when_settled
 
     def __len__(self) -> int:
         return len(self._items)
@@ -245,6 +246,32 @@ class EventBuffer:
         with self._cond:
             self._leases.discard(lease)
             self._cond.notify_all()
+            ready = [entry for entry in self._on_settled if self._settled_locked(entry[0])] if self._on_settled else []
+            for entry in ready:
+                self._on_settled.remove(entry)
+        for _, callback in ready:
+            callback()
+
+    def when_settled(self, mark: int, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` once every event put before ``mark`` is settled; returns a cancel function.
+
+        The callback runs at once in this thread if that is already so, else in the consumer thread that
+        settles the last batch (outside the lock): it must be quick and must not raise.
+        """
+        entry = (mark, callback)
+        with self._cond:
+            settled = self._settled_locked(mark)
+            if not settled:
+                self._on_settled.append(entry)
+        if settled:
+            callback()
+
+        def cancel() -> None:
+            with self._cond:
+                if entry in self._on_settled:
+                    self._on_settled.remove(entry)
+
+        return cancel
 
     def finish(self, lease: Lease, pending: list[bytes]) -> None:
         """A consumer is done with ``lease``: ``pending`` (interrupted by a stop) goes back to the front."""

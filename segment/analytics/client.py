@@ -196,6 +196,18 @@ class Client:
         """
         return self._pipeline.shutdown(check_timeout(timeout))
 
+    async def aflush(self, timeout: Optional[float] = None) -> int:
+        """:meth:`flush` for asyncio: the same wait and return value, without blocking the event loop."""
+        from segment.analytics import aio  # asyncio is imported only by those who use it
+
+        return await aio.aflush(self._pipeline, check_timeout(timeout))
+
+    async def ashutdown(self, timeout: Optional[float] = None) -> int:
+        """:meth:`shutdown` for asyncio: the same steps and return value, without blocking the event loop."""
+        from segment.analytics import aio
+
+        return await aio.ashutdown(self._pipeline, check_timeout(timeout))
+
     def stats(self) -> dict[str, Any]:
         """A snapshot of the delivery counters; ``accepted == delivered + dropped + pending``."""
         return self._pipeline.stats()

@@ -30,7 +30,10 @@ def _lock_type() -> type:
 
 
 def _pipelines() -> list[Any]:
-    # the live pipelines of this process (process_hooks holds them weakly for the exit drain)
+    # the live pipelines of this process (process_hooks holds them weakly for the exit drain), rebuilt
+    # first if the process forked since their last call, as that call would have done
+    if process_hooks.watch:
+        process_hooks.catch_up()
     return list(process_hooks._pipelines)
 
 
@@ -124,9 +127,10 @@ def check_uwsgi() -> Check:
         return Check(
             "uWSGI",
             WARN,
-            "threads enabled; but workers are forked without Python's fork hooks: a client built while the app "
-            "loads keeps no consumer thread in the workers",
-            "set lazy-apps = true or py-call-uwsgi-fork-hooks = true (or build the client in each worker)",
+            "threads enabled; but workers are forked without Python's fork hooks: the library starts a client "
+            "built while the app loads over in each worker (on its first call), yet a thread running in the "
+            "master at the fork can leave a worker's interpreter locked",
+            "set lazy-apps = true or py-call-uwsgi-fork-hooks = true",
             details,
         )
     return Check("uWSGI", OK, "threads enabled; workers get a working client after the fork", details=details)

@@ -51,6 +51,8 @@ class Pipeline:
     """Buffer -> consumers -> sender -> transport, with one lifecycle and one place that records outcomes."""
 
     def __init__(self, config: Config) -> None:
+        if process_hooks.watch:
+            process_hooks.catch_up()  # forked since the last call: rebuild first (process_hooks)
         self.config = config
         self.auth: Optional[Auth] = None
         if config.oauth:
@@ -280,22 +282,34 @@ class Pipeline:
 
     @property
     def closed(self) -> bool:
-        """Whether shutdown has begun (new events are refused)."""
+        """Whether shutdown has begun (new events are refused); every call asks this first."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         return self.state in (State.CLOSING, State.CLOSED)
 
     # -- flush, join, shutdown --------------------------------------------------
 
+    def start_flush(self) -> Optional[int]:
+        """Ask for what is queued now to be sent; the buffer mark to wait for, ``None`` if there is none."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
+        if not self._sending:
+            return None
+        self._ensure_running()
+        mark = self.source.request_flush()
+        return None if self._on_consumer_thread() else mark  # a consumer cannot wait for itself
+
     def flush(self, timeout: Optional[float]) -> int:
         """Send what is queued now; wait (within ``timeout``) until it is delivered or reported."""
-        if self._sending:
-            self._ensure_running()
-            mark = self.source.request_flush()
-            if not self._on_consumer_thread():  # a consumer cannot wait for itself
-                self.source.wait_settled(mark, timeout, self._alive)
+        mark = self.start_flush()
+        if mark is not None:
+            self.source.wait_settled(mark, timeout, self._alive)
         return self.pending()
 
     def join(self, timeout: Optional[float]) -> None:
         """Stop the consumers (a held batch goes back to the queue) and wait for them within ``timeout``."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         with self._lock:
             if self.state is State.RUNNING:
                 self.state = State.STOPPED
@@ -317,22 +331,38 @@ class Pipeline:
         Called again (from another thread) while a shutdown runs, it waits for the same events.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        mark = self.start_shutdown()
+        if mark is not None:
+            self.source.wait_settled(mark, _remaining(deadline), self._alive)
+        return self.finish_shutdown(_remaining(deadline))
+
+    def start_shutdown(self) -> Optional[int]:
+        """Refuse new events and get what was accepted delivered; the buffer mark to wait for, or ``None``."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         with self._lock:
             if self.state is State.CLOSED:
-                return self.pending()
+                return None
             self.state = State.CLOSING
         self.buffer.seal()
         mark = self.source.request_flush()
+        if self._on_consumer_thread() or not self._sending or self._exiting:
+            return None
+        with self._lock:
+            if not self._alive() and self.buffer.qsize():
+                self._start_consumers_locked()  # after join() or in a fresh fork: deliver first
+                self.state = State.CLOSING
+        return mark
+
+    def finish_shutdown(self, timeout: Optional[float]) -> int:
+        """Stop the consumers (waiting within ``timeout``) and close; returns the events left."""
+        with self._lock:
+            if self.state is State.CLOSED:
+                return self.pending()
         if self._on_consumer_thread():
             self.source.close()  # the consumers drain what is queued, then stop
             return self.pending()
-        if self._sending and not self._exiting:
-            with self._lock:
-                if not self._alive() and self.buffer.qsize():
-                    self._start_consumers_locked()  # after join() or in a fresh fork: deliver first
-                    self.state = State.CLOSING
-            self.source.wait_settled(mark, _remaining(deadline), self._alive)
-        self.join(_remaining(deadline))
+        self.join(timeout)
         with self._lock:
             self.state = State.CLOSED
         if not self._alive():
@@ -344,6 +374,8 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (``accepted + recovered == delivered + dropped + pending``)."""
+        if process_hooks.watch:
+            process_hooks.catch_up()
         buffer, spool = self.buffer, self.spool
         if spool is None:
             return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight(), 0))
@@ -394,7 +426,7 @@ class Pipeline:
             after_fork = getattr(self.auth, "after_fork_in_child", None)
             if after_fork is not None:
                 after_fork()
-        was_closed = self.closed
+        was_closed = self.state in (State.CLOSING, State.CLOSED)  # not self.closed: it would catch up again
         self._stop = threading.Event()  # the parent's may have been locked at fork time
         self._build(self.spool.store if self.spool is not None else None)
         self._drained = False
