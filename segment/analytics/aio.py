@@ -102,12 +102,12 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _alive(pipeline: Pipeline) -> bool:
-    return any(consumer.is_alive() for consumer in pipeline.consumers)
+    return pipeline.workers.alive()
 
 
 def _busy(pipeline: Pipeline) -> bool:
     spool = pipeline.spool
-    return _alive(pipeline) or (spool is not None and spool.writer_alive())
+    return _alive(pipeline) or (spool is not None and spool.writer.alive())
 
 
 def _left(loop: asyncio.AbstractEventLoop, deadline: Optional[float]) -> float:

@@ -166,7 +166,7 @@ class Client:
             return True, msg
         if reason is DropReason.CLIENT_CLOSED:
             return pipeline.refuse(reason, msg, "the client was shut down")
-        return pipeline.refuse(reason, msg, pipeline.full_text())
+        return pipeline.refuse(reason, msg, pipeline.full.refused_text)
 
     # -- flush, join, shutdown ------------------------------------------------
 

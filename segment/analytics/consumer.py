@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Optional, Protocol
+import time
+from typing import Any, Callable, Optional, Protocol
 
 from segment.analytics.buffer import Lease
 
@@ -42,7 +43,7 @@ class Consumer(threading.Thread):
         max_bytes: int,
         timeout: float,
         retries: int,
-        owner: object,
+        owner: Optional[object] = None,
     ) -> None:
         super().__init__(name=f"segment-consumer-{index}", daemon=True)
         self.source = source
@@ -92,3 +93,38 @@ class Consumer(threading.Thread):
             except Exception:
                 log.exception("unexpected error while uploading a batch (the consumer carries on)")
         log.debug("%s stopped", self.name)
+
+
+class ConsumerPool:
+    """The consumer threads of one pipeline: started together, stopped together."""
+
+    def __init__(self) -> None:
+        self.threads: list[Consumer] = []
+
+    def start(
+        self,
+        count: int,
+        source: BatchSource,
+        upload: Callable[[Lease], None],
+        stop: threading.Event,
+        **options: Any,
+    ) -> None:
+        """Start ``count`` consumers (``segment-consumer-1..count``); ``options`` as for :class:`Consumer`."""
+        self.threads = [Consumer(index, source, upload, stop, owner=self, **options) for index in range(1, count + 1)]
+        for thread in self.threads:
+            thread.start()
+
+    def alive(self) -> bool:
+        """Whether any consumer runs."""
+        return any(thread.is_alive() for thread in self.threads)
+
+    def on_own_thread(self) -> bool:
+        """Whether the caller is one of these consumers (a callback it runs must not wait for it)."""
+        return getattr(threading.current_thread(), "owner", None) is self
+
+    def join(self, deadline: Optional[float]) -> None:
+        """Wait for the consumers to end, until ``deadline`` (monotonic) at the latest."""
+        for thread in self.threads:
+            if thread is threading.current_thread() or not thread.is_alive():
+                continue
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))

@@ -1,10 +1,11 @@
 """The delivery pipeline behind one client, and its lifecycle (``docs/delivery.md``).
 
-One object owns the buffer, the consumer threads, the sender, the transport and the counters. Its
-:class:`State` changes under one lock. Every delivery and every drop goes through :meth:`Pipeline.record`,
-which counts it and then calls the user's callbacks outside any lock; a batch is settled in a
-``finally`` whatever the callbacks do. A callback may call any public method of the client: a flush
-made from a consumer thread does not wait for itself, a shutdown made there does not join itself.
+One object owns the buffer (and the spool), the consumer threads, the sender, the transport and the
+outcomes. Its :class:`State` changes under one lock. Every delivery and every drop goes through
+:meth:`Outcomes.record <segment.analytics.outcomes.Outcomes.record>`, which counts it and then calls
+the user's callbacks outside any lock; a batch is settled in a ``finally`` whatever they do. A
+callback may call any public method of the client: a flush made from a consumer thread does not wait
+for itself, a shutdown made there does not join itself.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
-from segment.analytics import encoding, process_hooks
+from segment.analytics import process_hooks
 from segment.analytics.auth import Auth
+from segment.analytics.backpressure import FullQueue
 from segment.analytics.buffer import EventBuffer, Lease
 from segment.analytics.config import Config, Message
-from segment.analytics.consumer import Consumer
+from segment.analytics.consumer import Consumer, ConsumerPool
 from segment.analytics.dropsummary import DropSummary
 from segment.analytics.errors import DeliveryError
+from segment.analytics.outcomes import Outcomes
 from segment.analytics.request import BatchSender, RateLimitGate
 from segment.analytics.retry import DropReason
 from segment.analytics.spool import SpoolStore
@@ -51,8 +54,7 @@ class Pipeline:
     """Buffer -> consumers -> sender -> transport, with one lifecycle and one place that records outcomes."""
 
     def __init__(self, config: Config) -> None:
-        if process_hooks.watch:
-            process_hooks.catch_up()  # forked since the last call: rebuild first (process_hooks)
+        process_hooks.catch_up()  # forked since the last call: rebuild first (process_hooks)
         self.config = config
         self.auth: Optional[Auth] = None
         if config.oauth:
@@ -68,16 +70,10 @@ class Pipeline:
                 config.max_retries,
             )
         self._policy = config.policy()
-        limits = f"max_queue_size={config.max_queue_size}, max_queue_bytes={config.max_queue_bytes}"
-        if config.on_full == "block":
-            limits += f", waited up to block_timeout={config.block_timeout:g}s"
-        self._full_limits = f"queue is full ({limits})"
-        self._full_refused = self.full_text("event refused")
-        self._on_full_acts = config.on_full != "drop_new"  # drop_new: a failed put is the answer
+        self.full = FullQueue(config)
         self._stop = threading.Event()
         self._exiting = False
         self._drained = False
-        self._local = threading.local()  # callbacks running on this thread (a callback never blocks on a full queue)
         self._build()
         self.state = State.RUNNING if self._sending else State.STOPPED
         if self.state is State.RUNNING:
@@ -99,16 +95,15 @@ class Pipeline:
             self.spool = SpoolSource(
                 config.storage,
                 self.buffer,
-                self._storage_dropped,
+                lambda events, reason: self.outcomes.storage_dropped(events, reason),
                 max_bytes=config.storage_max_bytes,
                 max_age=config.storage_max_age,
                 sync_interval=config.storage_sync_interval,
                 store=store,
             )
         self.source: Union[EventBuffer, SpoolSource] = self.spool or self.buffer
-        self.counters = DeliveryStats()
-        self.drops = DropSummary()
-        self.consumers: list[Consumer] = []
+        self.outcomes = Outcomes(config)
+        self.workers = ConsumerPool()
         self.transport = Transport(config.host, config.timeout, config.proxies, pool_size=config.thread)
         self.sender = BatchSender(
             config.write_key,
@@ -135,24 +130,17 @@ class Pipeline:
             self.spool.start()
         self.drops.restart()
         config = self.config
-        max_bytes = BATCH_SIZE_LIMIT - self.sender.envelope_size()
-        self.consumers = [
-            Consumer(
-                index,
-                self.source,
-                self._upload,
-                self._stop,
-                upload_size=config.upload_size,
-                upload_interval=config.upload_interval,
-                max_bytes=max_bytes,
-                timeout=config.timeout,
-                retries=config.max_retries,
-                owner=self,
-            )
-            for index in range(1, config.thread + 1)
-        ]
-        for consumer in self.consumers:
-            consumer.start()
+        self.workers.start(
+            config.thread,
+            self.source,
+            self._upload,
+            self._stop,
+            upload_size=config.upload_size,
+            upload_interval=config.upload_interval,
+            max_bytes=BATCH_SIZE_LIMIT - self.sender.envelope_size(),
+            timeout=config.timeout,
+            retries=config.max_retries,
+        )
         self.state = State.RUNNING
 
     def _ensure_running(self) -> None:
@@ -166,11 +154,16 @@ class Pipeline:
                 process_hooks.register_worker_drain(self)
             self._start_consumers_locked()
 
+    @property
+    def consumers(self) -> list[Consumer]:
+        """The consumer threads."""
+        return self.workers.threads
+
     def _alive(self) -> bool:
-        return any(consumer.is_alive() for consumer in self.consumers)
+        return self.workers.alive()
 
     def _on_consumer_thread(self) -> bool:
-        return getattr(threading.current_thread(), "owner", None) is self
+        return self.workers.on_own_thread()
 
     def _upload(self, lease: Lease) -> None:
         """Send one batch; settle it in ``finally``, putting back what shutdown interrupted."""
@@ -183,96 +176,46 @@ class Pipeline:
 
     def _settled(self, lease: Lease, events: list[bytes], error: Optional[DeliveryError], after_retry: bool) -> None:
         lease.settled(events)
-        self.record(events, error, after_retry)
+        self.outcomes.record(events, error, after_retry)
 
-    def _storage_dropped(self, events: list[bytes], reason: DropReason) -> None:
-        texts = {
-            DropReason.STORAGE_FULL: "the spool is full (storage_max_bytes): its oldest events make room",
-            DropReason.STORAGE_EXPIRED: "the events waited in the spool longer than storage_max_age",
-            DropReason.STORAGE_CORRUPT: "the spooled events could not be decoded",
-        }
-        self.record(events, DeliveryError(reason, texts.get(reason, str(reason))))
+    # -- outcomes (outcomes.py) ------------------------------------------------
 
-    # -- outcomes -------------------------------------------------------------
+    @property
+    def counters(self) -> DeliveryStats:
+        """The delivery counters."""
+        return self.outcomes.counters
+
+    @property
+    def drops(self) -> DropSummary:
+        """The once-a-minute drop summary."""
+        return self.outcomes.drops
+
+    @drops.setter
+    def drops(self, summary: DropSummary) -> None:
+        self.outcomes.drops = summary
 
     def record(self, events: list[bytes], error: Optional[DeliveryError], after_retry: bool = False) -> None:
         """Count a group of events delivered (``error`` is None) or dropped, then tell the callbacks."""
-        if error is None:
-            self.counters.delivered(len(events), after_retry)
-            if self.config.on_success:
-                self._notify(self.config.on_success, None, events)
-        else:
-            self.counters.dropped(error.reason, len(events))
-            self.drops.add(error.reason, error.status if error.status is not None else error.kind, len(events))
-            if self.config.on_error:
-                self._notify(self.config.on_error, error, events)
+        self.outcomes.record(events, error, after_retry)
 
     def refuse(self, reason: DropReason, msg: Message, text: str) -> tuple[bool, Message]:
         """Count and report an event accepted but not queued; the call returns ``(False, msg)``."""
-        self.counters.refuse(reason)
-        self.drops.add(reason)
-        if self.config.on_error:
-            self._call(self.config.on_error, DeliveryError(reason, text), [msg])
-        return False, msg
-
-    def _notify(self, callback: Callable[..., Any], error: Optional[DeliveryError], events: list[bytes]) -> None:
-        try:
-            messages = [encoding.decode_safely(item) for item in events]
-        except Exception:
-            log.exception("could not decode %d event(s) for the %s callback", len(events), _name(callback))
-            return
-        if error is None:
-            self._call(callback, messages)
-        else:
-            self._call(callback, error, messages)
-
-    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
-        local = self._local
-        local.callbacks = getattr(local, "callbacks", 0) + 1
-        try:
-            callback(*args)
-        except (Exception, SystemExit):
-            log.exception("exception raised by the %s callback (ignored)", _name(callback))
-        finally:
-            local.callbacks -= 1
+        return self.outcomes.refuse(reason, msg, text)
 
     # -- the calls' side ------------------------------------------------------
 
     def put(self, data: bytes) -> Optional[DropReason]:
         """Queue one encoded event; ``None`` when queued, else why it was not."""
-        if self.buffer.put(data) or (self._on_full_acts and self._put_when_full(data)):
+        full = self.full
+        if self.buffer.put(data) or (full.acts and full.make_room(self.buffer, data, self.record, self._may_wait())):
             if self.state is State.FORKED:
                 self._ensure_running()
             return None
         return DropReason.CLIENT_CLOSED if self.buffer.sealed else DropReason.QUEUE_FULL
 
-    def _put_when_full(self, data: bytes) -> bool:
-        """The queue was full: apply ``on_full``; whether ``data`` was queued after all.
-
-        ``block`` never waits in a callback or on a consumer thread (it could wait for itself), at exit,
-        or when no consumer runs to make room; shutdown and ``join()`` wake the waiters.
-        """
-        on_full = self.config.on_full
-        if self.buffer.sealed:
-            return False
-        if on_full == "block":
-            in_callback: int = getattr(self._local, "callbacks", 0)
-            if in_callback or self._exiting or self._on_consumer_thread() or not self._alive():
-                return False
-            return self.buffer.put_wait(data, self.config.block_timeout)
-        evicted = self.buffer.put_evicting(data)
-        if evicted is None:
-            return False
-        if evicted.items:
-            try:
-                self.record(evicted.items, DeliveryError(DropReason.QUEUE_FULL, self.full_text("oldest event dropped")))
-            finally:
-                self.buffer.settle(evicted)
-        return True
-
-    def full_text(self, what: Optional[str] = None) -> str:
-        """Why the queue had no room, for a ``queue_full`` report (``what`` ``None``: the event was refused)."""
-        return self._full_refused if what is None else f"{self._full_limits}: {what}"
+    def _may_wait(self) -> bool:
+        """Whether a put may block here: not in a callback or a consumer (it could wait for itself)."""
+        return not (self.outcomes.in_callback() or self._exiting or self._on_consumer_thread() or not self._alive())
 
     def send_now(self, data: bytes) -> bool:
         """Sync mode: deliver one event in the caller's thread; whether it was delivered."""
@@ -291,8 +234,7 @@ class Pipeline:
 
     def start_flush(self) -> Optional[int]:
         """Ask for what is queued now to be sent; the buffer mark to wait for, ``None`` if there is none."""
-        if process_hooks.watch:
-            process_hooks.catch_up()
+        process_hooks.catch_up()
         if not self._sending:
             return None
         self._ensure_running()
@@ -308,22 +250,17 @@ class Pipeline:
 
     def join(self, timeout: Optional[float]) -> None:
         """Stop the consumers (a held batch goes back to the queue) and wait for them within ``timeout``."""
-        if process_hooks.watch:
-            process_hooks.catch_up()
+        process_hooks.catch_up()
         with self._lock:
             if self.state is State.RUNNING:
                 self.state = State.STOPPED
-            consumers = list(self.consumers)
             self._stop.set()
             self.source.close()
         self.drops.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for consumer in consumers:
-            if consumer is threading.current_thread() or not consumer.is_alive():
-                continue
-            consumer.join(_remaining(deadline))
+        self.workers.join(deadline)
         if self.spool is not None:
-            self.spool.join_writer(_remaining(deadline))  # it commits what is staged, then ends
+            self.spool.writer.join(_remaining(deadline))  # it commits what is staged, then ends
 
     def shutdown(self, timeout: Optional[float]) -> int:
         """Refuse new events, deliver what was accepted (within ``timeout``), stop; returns what is left.
@@ -338,8 +275,7 @@ class Pipeline:
 
     def start_shutdown(self) -> Optional[int]:
         """Refuse new events and get what was accepted delivered; the buffer mark to wait for, or ``None``."""
-        if process_hooks.watch:
-            process_hooks.catch_up()
+        process_hooks.catch_up()
         with self._lock:
             if self.state is State.CLOSED:
                 return None
@@ -374,8 +310,7 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters (``accepted + recovered == delivered + dropped + pending``)."""
-        if process_hooks.watch:
-            process_hooks.catch_up()
+        process_hooks.catch_up()
         buffer, spool = self.buffer, self.spool
         if spool is None:
             return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight(), 0))
@@ -403,20 +338,14 @@ class Pipeline:
             self.source.wait_settled(self.source.request_flush(), self.config.exit_timeout, self._alive)
         self._stop.set()
         self.source.close()
-        spool = self.spool
-        if spool is not None:
-            spool.join_writer(_remaining(deadline))  # within the exit budget, it commits what it took and ends
-            if not spool.writer_alive():  # (one stuck on a busy database keeps what it holds in memory)
-                spool.commit_staged()  # whatever the writer did not take: a new thread may not start now
+        kept = self.spool.writer.keep_at_exit(_remaining(deadline)) if self.spool is not None else 0
         self.drops.flush()
         pending = self.pending()
-        kept = min(pending, spool.stored()) if spool is not None and not spool.degraded else 0
-        if kept:
-            where = spool.path if spool is not None else ""
+        if pending and kept:
             text = (
                 "segment: %d event(s) could not be delivered before exit; %d kept in the spool at %s for the next start"
             )
-            log.warning(text, pending, kept, where)
+            log.warning(text, pending, min(pending, kept), self.config.storage)
         elif pending:
             log.warning("segment: %d event(s) could not be delivered before exit", pending)
 
@@ -440,7 +369,3 @@ class Pipeline:
 
 def _remaining(deadline: Optional[float]) -> Optional[float]:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _name(callback: Callable[..., Any]) -> str:
-    return str(getattr(callback, "__name__", "user"))

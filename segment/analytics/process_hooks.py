@@ -107,8 +107,13 @@ def _exit_all() -> None:
 
 
 def catch_up() -> None:
-    """In a process forked since the pipelines were built: run the child hooks and rebuild them, once."""
+    """In a process forked since the pipelines were built: run the child hooks and rebuild them, once.
+
+    Cheap when there was no fork (:data:`watch` is down); hot paths test ``watch`` themselves first.
+    """
     global watch
+    if not watch:
+        return
     if os.getpid() != _pid:
         with _catch_up_lock:
             if os.getpid() != _pid:  # another thread of this child may have done it meanwhile

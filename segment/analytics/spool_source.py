@@ -15,8 +15,6 @@ staging buffer directly, as they do without a spool.
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from typing import Callable, Optional
 
@@ -24,15 +22,9 @@ from segment.analytics.buffer import EventBuffer, Lease
 from segment.analytics.retry import DropReason
 from segment.analytics.spool import SpoolStore, SpoolUnavailable
 from segment.analytics.spool_reader import SpoolReader
+from segment.analytics.spool_writer import SpoolState, SpoolWriter
 
 __all__ = ["SpoolSource"]
-
-log = logging.getLogger("segment")
-
-#: Events appended in one transaction at most.
-WRITE_GROUP = 5000
-#: Seconds between adoptions of dead owners' rows and idle limit checks (the promise is 30).
-MAINTENANCE_INTERVAL = 5.0
 
 Report = Callable[[list[bytes], DropReason], None]
 
@@ -54,124 +46,36 @@ class SpoolSource:
         self.path = path
         self.staging = staging
         self._report = report
-        self._max_bytes = max_bytes
-        self._max_age = max_age
-        self._sync_interval = sync_interval
-        self.store = store  # opened by the writer thread (opening may wait on another process)
-        self._reader: Optional[SpoolReader] = SpoolReader(store) if store is not None else None
-        self._cond = threading.Condition()
+        self._state = state = SpoolState(path, store)
+        self._cond = state.cond
+        self.writer = SpoolWriter(
+            state,
+            staging,
+            report,
+            lambda: self._release_if_idle(writer_done=True),
+            max_bytes=max_bytes,
+            max_age=max_age,
+            sync_interval=sync_interval,
+        )
         self._closed = False
         self._urgent_through = 0  # rows up to this id are sent without lingering (a flush asked)
-        self._committed_through = 0  # the newest row this process appended
         self._leases: set[Lease] = set()
-        self.degraded = False
         self._release_when_idle = False  # shut down: close the store once the writer and consumers are done
         self.handed_over = False  # the store was closed with everything staged committed: the next client's now
-        self._released = False
-        self.appended = 0
-        self.deleted = 0
-        self._writer: Optional[threading.Thread] = None
 
-    # -- the writer ----------------------------------------------------------------------------
+    @property
+    def store(self) -> Optional[SpoolStore]:
+        """The open store (``None`` until the writer has opened it)."""
+        return self._state.store
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the spool could not be used (the pipeline carries on in memory)."""
+        return self._state.degraded
 
     def start(self) -> None:
         """Start the writer thread (with the consumers)."""
-        if self.degraded or (self._writer is not None and self._writer.is_alive()):
-            return
-        self._writer = threading.Thread(target=self._write_loop, name="segment-spool-writer", daemon=True)
-        self._writer.start()
-
-    def _open(self) -> Optional[SpoolReader]:
-        reader = self._reader
-        if reader is None:
-            try:
-                self.store = SpoolStore(self.path, max_bytes=self._max_bytes, max_age=self._max_age)
-            except (SpoolUnavailable, ValueError) as exc:
-                self._degrade(exc)
-                return None
-            reader = SpoolReader(self.store)
-            self._enforce(reader)  # what an earlier process left too long expires before anything is sent
-        with self._cond:
-            self._reader = reader
-            self._cond.notify_all()
-        return reader
-
-    def _write_loop(self) -> None:
-        reader = self._open()
-        next_maintenance = 0.0
-        while reader is not None and not self.degraded:
-            lease = self.staging.take(WRITE_GROUP, 1 << 62, self._sync_interval, first_wait=1.0)
-            if lease is None:  # staging closed and empty: everything is committed
-                self._release_if_idle(writer_done=True)
-                return
-            if lease.items and not self._commit(reader, lease):
-                return
-            if time.monotonic() >= next_maintenance:
-                next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
-                self._maintain(reader)
-
-    def _commit(self, reader: SpoolReader, lease: Lease) -> bool:
-        """Append a staged batch; on a disk error give it back to memory (and degrade)."""
-        if not self._append(reader, lease.items):
-            self.staging.finish(lease, lease.items)
-            return False
-        self.staging.settle(lease)
-        self._enforce(reader)
-        return True
-
-    def _append(self, reader: SpoolReader, items: list[bytes]) -> bool:
-        try:
-            ids = reader.append(items, hold=False)
-        except SpoolUnavailable as exc:
-            self._degrade(exc)
-            return False
-        with self._cond:
-            self.appended += len(ids)
-            self._committed_through = max(self._committed_through, ids[-1])
-            self._cond.notify_all()
-        return True
-
-    def _maintain(self, reader: SpoolReader) -> None:
-        try:
-            adopted = reader.adopt()
-        except SpoolUnavailable as exc:
-            self._degrade(exc)
-            return
-        if adopted:
-            log.info("adopted %d event(s) from the spool of a process that ended", adopted)
-            with self._cond:
-                self._cond.notify_all()
-        self._enforce(reader)
-
-    def _enforce(self, reader: SpoolReader) -> None:
-        try:
-            dropped = reader.enforce_limits()
-        except SpoolUnavailable as exc:
-            self._degrade(exc)
-            return
-        if not dropped:
-            return
-        with self._cond:
-            self.deleted += len(dropped)
-        for reason in {item.reason for item in dropped}:
-            self._report([item.row.data for item in dropped if item.reason == reason], DropReason(reason))
-
-    def commit_staged(self) -> None:
-        """Append whatever is staged now, in the calling thread (at exit, when no thread may start)."""
-        reader = self._reader
-        if reader is None or self.degraded or self._released:
-            return
-        items = self.staging.drain()
-        if items and not self._append(reader, items):
-            self.staging.requeue_front(items)
-
-    def _degrade(self, exc: BaseException) -> None:
-        with self._cond:
-            if self.degraded or self._released:
-                return
-            self.degraded = True
-            self._cond.notify_all()
-        log.warning("the spool at %s cannot be used (%s): events are kept in memory only", self.path, exc)
+        self.writer.start()
 
     # -- the consumers' side -------------------------------------------------------------------
 
@@ -189,7 +93,7 @@ class SpoolSource:
             try:
                 result = reader.next_batch(max_count - len(lease.items), max(1, max_bytes - lease.size))
             except SpoolUnavailable as exc:
-                self._degrade(exc)
+                self._state.degrade(exc)
                 continue
             if result.corrupt:
                 self._drop_corrupt(reader, [row.data for row in result.corrupt], [row.id for row in result.corrupt])
@@ -213,12 +117,12 @@ class SpoolSource:
     def _wait_ready(self, deadline: Optional[float] = None) -> Optional[SpoolReader]:
         """The reader once the writer has opened the spool; ``None`` if it cannot be (or on ``deadline``)."""
         with self._cond:
-            while self._reader is None and not self.degraded and not self._closed:
+            while self._state.reader is None and not self.degraded and not self._closed:
                 wait = 0.25 if deadline is None else min(0.25, deadline - time.monotonic())
                 if wait <= 0:
                     break
                 self._cond.wait(wait)
-            return None if self.degraded else self._reader
+            return None if self.degraded else self._state.reader
 
     def _handed_out(self, lease: Lease) -> Lease:
         with self._cond:
@@ -233,17 +137,17 @@ class SpoolSource:
         try:
             reader.done(ids)
         except SpoolUnavailable as exc:
-            self._degrade(exc)
+            self._state.degrade(exc)
             return
         with self._cond:
-            self.deleted += len(ids)
+            self._state.deleted += len(ids)
 
     def finish(self, lease: Lease, pending: list[bytes]) -> None:
         """Delete the rows of ``lease`` that were delivered or dropped; give back ``pending`` ones."""
         if lease.rows is None:  # taken from memory after degrading
             self.staging.finish(lease, pending)
             return
-        reader = self._reader
+        reader = self._state.reader
         if reader is not None:
             if lease.acked:
                 self._done(reader, lease.acked)
@@ -260,23 +164,23 @@ class SpoolSource:
         """Ask for what is staged to be committed and sent without lingering; the mark to wait for."""
         mark = self.staging.request_flush()
         with self._cond:
-            self._urgent_through = max(self._urgent_through, self._committed_through)
+            self._urgent_through = max(self._urgent_through, self._state.committed_through)
             self._cond.notify_all()
         return mark
 
     def wait_settled(self, mark: int, timeout: Optional[float], alive: Callable[[], bool]) -> bool:
         """Wait until everything staged before ``mark`` is committed, then sent or reported."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.staging.wait_settled(mark, timeout, lambda: alive() or self._writer_alive()):
+        if not self.staging.wait_settled(mark, timeout, lambda: alive() or self.writer.alive()):
             return False
         reader = self._wait_ready(deadline)
         try:
             newest = reader.store.last_id() if reader is not None else 0  # recovered rows included
         except SpoolUnavailable as exc:
-            self._degrade(exc)
+            self._state.degrade(exc)
             newest = 0
         with self._cond:
-            through = self._urgent_through = max(self._urgent_through, self._committed_through, newest)
+            through = self._urgent_through = max(self._urgent_through, self._state.committed_through, newest)
             self._cond.notify_all()
             while not self._settled_through(through):
                 if self.degraded or not alive():
@@ -288,11 +192,8 @@ class SpoolSource:
         return True
 
     def _settled_through(self, through: int) -> bool:
-        reader = self._reader
+        reader = self._state.reader
         return reader is None or reader.settled_through(through)
-
-    def _writer_alive(self) -> bool:
-        return self._writer is not None and self._writer.is_alive()
 
     def in_flight(self) -> int:
         """Events handed to consumers and not yet finished."""
@@ -313,25 +214,13 @@ class SpoolSource:
         with self._cond:
             self._closed = False
 
-    def join_writer(self, timeout: Optional[float]) -> None:
-        """Wait for the writer thread to end."""
-        writer = self._writer
-        if writer is not None and writer is not threading.current_thread():
-            writer.join(timeout)
-
-    def writer_alive(self) -> bool:
-        """Whether the writer thread runs."""
-        return self._writer_alive()
-
     def stored(self) -> int:
         """Events this process holds in the spool now (appended or recovered, not yet deleted)."""
-        store = self.store
-        recovered = store.recovered if store is not None else 0
-        return max(0, self.appended + recovered - self.deleted)
+        return self._state.stored()
 
     def recovered(self) -> int:
         """Events adopted from an earlier or a dead process, or salvaged from a damaged file."""
-        return self.store.recovered if self.store is not None else 0
+        return self._state.recovered()
 
     def disk_bytes(self) -> int:
         """Bytes the spool directory holds on disk (0 when it cannot be read)."""
@@ -356,12 +245,12 @@ class SpoolSource:
         with self._cond:
             if not self._release_when_idle or self._leases:
                 return
-            if not writer_done and self._writer_alive():
+            if not writer_done and self.writer.alive():
                 return
             self._release_when_idle = False
         if self.store is not None:
-            self.commit_staged()
-            self._released = True
+            self.writer.commit_staged()
+            self._state.released = True
             try:
                 self.store.close()
             except SpoolUnavailable:
