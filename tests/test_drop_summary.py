@@ -231,7 +231,7 @@ def test_per_group_drops_are_summarised_by_status_with_detail_only_at_debug(line
     api.script(Reply(status=400), Reply(status=413), Reply(status=400))
     client = Client(WRITE_KEY, host=api.url, upload_size=1, upload_interval=0, max_retries=0)
     clock, timer = FakeClock(), FakeTimer()
-    client._pipeline.drops = DropSummary(clock=clock, timer=timer)
+    client._pipeline.outcomes.drops = DropSummary(clock=clock, timer=timer)
     logging.getLogger("segment").setLevel(logging.DEBUG)
     try:
         for _ in range(4):
@@ -315,7 +315,7 @@ def test_a_client_that_cannot_start_the_timer_still_accepts_calls(
 ) -> None:
     client = Client(WRITE_KEY, host=api.url, max_queue_size=1)
     client.join()
-    client._pipeline.drops.restart()
+    client._pipeline.outcomes.drops.restart()
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("can't start new thread")

@@ -18,10 +18,10 @@ from pathlib import Path
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys, threading, time
-    from segment.analytics import spool
+    from segment.analytics import spool_fork
     from segment.analytics.spool import SpoolStore
 
-    spool.FORK_WAIT = float(sys.argv[2])
+    spool_fork.FORK_WAIT = float(sys.argv[2])
     path = sys.argv[1]
     store = SpoolStore(path)
     started = threading.Event()

@@ -159,3 +159,18 @@ def _token_session() -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def oauth_from(config: Any) -> Optional[OauthManager]:
+    """The token source a client's options describe, or ``None`` when OAuth is not configured."""
+    if not config.oauth:
+        return None
+    return OauthManager(
+        config.oauth_client_id or "",
+        config.oauth_client_key or "",
+        config.oauth_key_id or "",
+        config.oauth_auth_server,
+        config.oauth_scope,
+        config.timeout,
+        config.max_retries,
+    )

@@ -24,14 +24,13 @@ from segment.analytics.backpressure import FullQueue
 from segment.analytics.buffer import EventBuffer, Lease
 from segment.analytics.config import Config, Message
 from segment.analytics.consumer import Consumer, ConsumerPool
-from segment.analytics.dropsummary import DropSummary
 from segment.analytics.errors import DeliveryError
+from segment.analytics.oauth_manager import oauth_from
 from segment.analytics.outcomes import Outcomes
 from segment.analytics.request import BatchSender, RateLimitGate
 from segment.analytics.retry import DropReason
 from segment.analytics.spool import SpoolStore
 from segment.analytics.spool_source import SpoolSource
-from segment.analytics.stats import DeliveryStats
 from segment.analytics.transport import Transport
 from segment.analytics.wire import BATCH_SIZE_LIMIT
 
@@ -56,19 +55,7 @@ class Pipeline:
     def __init__(self, config: Config) -> None:
         process_hooks.catch_up()  # forked since the last call: rebuild first (process_hooks)
         self.config = config
-        self.auth: Optional[Auth] = None
-        if config.oauth:
-            from segment.analytics.oauth_manager import OauthManager
-
-            self.auth = OauthManager(
-                config.oauth_client_id or "",
-                config.oauth_client_key or "",
-                config.oauth_key_id or "",
-                config.oauth_auth_server,
-                config.oauth_scope,
-                config.timeout,
-                config.max_retries,
-            )
+        self.auth: Optional[Auth] = oauth_from(config)
         self._policy = config.policy()
         self.full = FullQueue(config)
         self._stop = threading.Event()
@@ -112,7 +99,7 @@ class Pipeline:
             auth=self.auth,
             gzip=config.gzip,
             gate=RateLimitGate(),
-            stats=self.counters,
+            stats=self.outcomes.counters,
             sleep=self._sleep,
             stopped=self._stop.is_set,
         )
@@ -128,7 +115,7 @@ class Pipeline:
         self.source.reopen()
         if self.spool is not None:
             self.spool.start()
-        self.drops.restart()
+        self.outcomes.drops.restart()
         config = self.config
         self.workers.start(
             config.thread,
@@ -180,20 +167,6 @@ class Pipeline:
 
     # -- outcomes (outcomes.py) ------------------------------------------------
 
-    @property
-    def counters(self) -> DeliveryStats:
-        """The delivery counters."""
-        return self.outcomes.counters
-
-    @property
-    def drops(self) -> DropSummary:
-        """The once-a-minute drop summary."""
-        return self.outcomes.drops
-
-    @drops.setter
-    def drops(self, summary: DropSummary) -> None:
-        self.outcomes.drops = summary
-
     def record(self, events: list[bytes], error: Optional[DeliveryError], after_retry: bool = False) -> None:
         """Count a group of events delivered (``error`` is None) or dropped, then tell the callbacks."""
         self.outcomes.record(events, error, after_retry)
@@ -219,7 +192,7 @@ class Pipeline:
 
     def send_now(self, data: bytes) -> bool:
         """Sync mode: deliver one event in the caller's thread; whether it was delivered."""
-        self.counters.accept_unqueued()
+        self.outcomes.counters.accept_unqueued()
         result = self.sender.send([data], self.record)
         return bool(result.delivered) and not result.dropped
 
@@ -256,7 +229,7 @@ class Pipeline:
                 self.state = State.STOPPED
             self._stop.set()
             self.source.close()
-        self.drops.stop()
+        self.outcomes.drops.stop()
         deadline = None if timeout is None else time.monotonic() + timeout
         self.workers.join(deadline)
         if self.spool is not None:
@@ -305,7 +278,7 @@ class Pipeline:
             self.transport.close()
         if self.spool is not None:
             self.spool.release()  # what it still holds goes to the next client that opens the spool
-        self.drops.flush()
+        self.outcomes.drops.flush()
         return self.pending()
 
     def stats(self) -> dict[str, Any]:
@@ -313,8 +286,10 @@ class Pipeline:
         process_hooks.catch_up()
         buffer, spool = self.buffer, self.spool
         if spool is None:
-            return self.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight(), 0))
-        snapshot = self.counters.snapshot(lambda: (buffer.put_total, len(buffer), spool.in_flight(), spool.recovered()))
+            return self.outcomes.counters.snapshot(lambda: (buffer.put_total, len(buffer), buffer.in_flight(), 0))
+        snapshot = self.outcomes.counters.snapshot(
+            lambda: (buffer.put_total, len(buffer), spool.in_flight(), spool.recovered())
+        )
         snapshot["stored"] = spool.stored()
         snapshot["storage_bytes"] = spool.disk_bytes()
         return snapshot
@@ -332,14 +307,14 @@ class Pipeline:
                 return  # a spool handed over at shutdown: its events are the next client's now
             self._drained = True
             self._exiting = True
-        self.drops.stop()  # starts no thread at exit
+        self.outcomes.drops.stop()  # starts no thread at exit
         deadline = time.monotonic() + self.config.exit_timeout
         if self._alive():
             self.source.wait_settled(self.source.request_flush(), self.config.exit_timeout, self._alive)
         self._stop.set()
         self.source.close()
         kept = self.spool.writer.keep_at_exit(_remaining(deadline)) if self.spool is not None else 0
-        self.drops.flush()
+        self.outcomes.drops.flush()
         pending = self.pending()
         if pending and kept:
             text = (

@@ -71,11 +71,10 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from . import spool_db, spool_open, spool_owners
+from . import spool_db, spool_fork, spool_open, spool_owners
 from .spool_db import STORAGE_CORRUPT, STORAGE_EXPIRED, STORAGE_FULL, Dropped, Row, SpoolUnavailable
 from .spool_maintenance import adopt_dead_owners, enforce
 from .spool_view import SpoolStatus, read_status
@@ -96,10 +95,6 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 MIN_MAX_BYTES = 1024 * 1024
 _abandoned: list[sqlite3.Connection] = []  # connections inherited through fork: never closed, never used
-_open_stores: weakref.WeakSet[SpoolStore] = weakref.WeakSet()
-_held_at_fork: list[threading.Lock] = []
-#: How long a fork waits for a store's operation in progress to end (a database held by a busy peer).
-FORK_WAIT = 2.0
 
 
 class ReadResult(NamedTuple):
@@ -140,7 +135,7 @@ class SpoolStore:
         self._clock = clock
         self._wal_bytes = min(4 * 1024 * 1024, max_bytes // 16)
         self._lock = threading.Lock()
-        _open_stores.add(self)
+        spool_fork.watch(self)
         self._pid = os.getpid()
         self._conn: Optional[sqlite3.Connection] = None
         self._owner: Optional[spool_owners.OwnerLock] = None
@@ -209,6 +204,10 @@ class SpoolStore:
             self._owner.close_inherited()
         self._owner = None
         self._pid = os.getpid()
+
+    def fork_lock(self) -> threading.Lock:
+        """The lock held during each operation (a fork waits for it: see :mod:`spool_fork`)."""
+        return self._lock
 
     def after_fork_in_child(self) -> None:
         """In a forked child: abandon the parent's connection and lock (untouched); become an owner lazily.
@@ -361,26 +360,3 @@ class SpoolStore:
         """Events, bytes on disk, oldest event's age and owners of the whole spool (read-only)."""
         return read_status(self.path, self._clock())
 
-
-def _quiesce_before_fork() -> None:
-    """Let each store's operation in progress end before a fork (bounded by :data:`FORK_WAIT`).
-
-    SQLite keeps a process's file-lock state in memory shared by all its connections: a child forked
-    in the middle of a transaction inherits locks that no thread of it will ever release, and its own
-    connection then finds the database "locked" for good.
-    """
-    deadline = time.monotonic() + FORK_WAIT
-    for store in list(_open_stores):
-        lock = store._lock
-        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            _held_at_fork.append(lock)
-
-
-def _release_after_fork() -> None:
-    while _held_at_fork:
-        _held_at_fork.pop().release()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_release_after_fork)
-    os.register_at_fork(after_in_child=_held_at_fork.clear)  # the child's stores make new locks
