@@ -13,11 +13,9 @@ import json
 import logging
 import re
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
 import pytest
@@ -30,6 +28,7 @@ from segment.analytics.encoding import encode
 from segment.analytics.errors import APIError, ArgumentError
 from segment.analytics.testing import MockTrackingAPI, Reply
 
+from ._http import LocalHTTPServer
 from .conftest import WRITE_KEY, ErrorLog
 
 MSG = {"type": "track", "event": "python event", "userId": "userId", "messageId": "m-1"}
@@ -275,34 +274,15 @@ def test_post_accepts_the_timeouts_requests_accepts(api: MockTrackingAPI, timeou
     assert request.post(WRITE_KEY, api.url, timeout=timeout, batch=[MSG]).status_code == 200
 
 
-class Proxy:
-    """A plain-HTTP forward proxy stand-in on 127.0.0.1: records each request line and answers 200."""
+class Proxy(LocalHTTPServer):
+    """A forward HTTP proxy that answers every request itself (200 ``{}``) and records its request line."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        owner = self
+        super().__init__(lambda request: (200, b"{}"))
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                owner.lines.append(self.requestline)
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def lines(self) -> list[str]:
+        return [request.line for request in self.requests]
 
 
 @pytest.fixture

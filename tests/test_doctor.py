@@ -14,9 +14,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,8 @@ import pytest
 from segment.analytics import doctor
 from segment.analytics.doctor_process import check_uwsgi
 from segment.analytics.testing import MockTrackingAPI, Reply
+
+from ._http import LocalHTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "doctor-secret-write-key-7f3e9a"
@@ -206,32 +206,13 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-class _Ok(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b'{"success": true}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def tls_server(certificate: tuple[Path, Path]) -> Iterator[str]:
     """A tiny HTTPS Tracking API on 127.0.0.1 with a self-signed certificate, answering 200."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(certificate[0]), str(certificate[1]))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with LocalHTTPServer(lambda request: (200, b'{"success": true}'), tls=context) as server:
+        yield server.url
 
 
 def test_a_self_signed_certificate_fails_tls(capsys: pytest.CaptureFixture[str], tls_server: str) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from segment.analytics import Client
 from segment.analytics.testing import MockTrackingAPI, Reply
 
+from ._http import LocalHTTPServer, Request
 from ._net import Server, drip
 from .conftest import WRITE_KEY, ErrorLog
 
@@ -25,40 +24,22 @@ rsa = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.rsa")
 serialization = pytest.importorskip("cryptography.hazmat.primitives.serialization")
 
 
-class TokenServer:
+class TokenServer(LocalHTTPServer):
     """A token endpoint that hands out ``token-1``, ``token-2``, ... and records each form it receives."""
 
     def __init__(self) -> None:
         self.forms: list[dict[str, str]] = []
         self.status = 200  # what the endpoint answers
         self.script: list[int] = []  # answered first, one per request
-        owner = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
-                owner.forms.append(form | {"_path": self.path})
-                body = json.dumps({"access_token": f"token-{len(owner.forms)}", "expires_in": 3600}).encode()
-                status = owner.script.pop(0) if owner.script else owner.status
-                if status != 200:
-                    body = json.dumps({"error": "invalid_client", "echo": form.get("client_assertion")}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, request: Request) -> tuple[int, bytes]:
+        form = dict(urllib.parse.parse_qsl(request.body.decode()))
+        self.forms.append(form | {"_path": request.path})
+        status = self.script.pop(0) if self.script else self.status
+        if status != 200:
+            return status, json.dumps({"error": "invalid_client", "echo": form.get("client_assertion")}).encode()
+        return status, json.dumps({"access_token": f"token-{len(self.forms)}", "expires_in": 3600}).encode()
 
 
 @pytest.fixture

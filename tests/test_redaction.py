@@ -19,7 +19,6 @@ import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional
 
 import pytest
@@ -28,6 +27,7 @@ from segment.analytics import Client
 from segment.analytics.logs import redact, register_secret, trim_partial_secret
 from segment.analytics.transport import MAX_BODY
 
+from ._http import LocalHTTPServer, Request
 from ._net import Server, Servers
 
 KEYS = [
@@ -286,34 +286,17 @@ def test_a_proxy_password_is_redacted_from_network_errors(serve: Servers, logs: 
 # -- OAuth bearer tokens ---------------------------------------------------------------------------
 
 
-class TokenServer:
+class TokenServer(LocalHTTPServer):
     """A token endpoint handing out long random-looking tokens."""
 
     def __init__(self) -> None:
         self.tokens: list[str] = []
-        owner = self
+        super().__init__(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                token = f"tok_{len(owner.tokens)}_9b74c9897bac770ffc029102a200c5de/+="
-                owner.tokens.append(token)
-                body = json.dumps({"access_token": token, "expires_in": 3600}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _answer(self, request: Request) -> tuple[int, bytes]:
+        token = f"tok_{len(self.tokens)}_9b74c9897bac770ffc029102a200c5de/+="
+        self.tokens.append(token)
+        return 200, json.dumps({"access_token": token, "expires_in": 3600}).encode()
 
 
 def test_bearer_tokens_echoed_back_are_redacted(serve: Servers, logs: LogCapture) -> None:

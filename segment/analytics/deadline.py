@@ -133,7 +133,9 @@ def _before_send(sock: Any) -> None:
         sock.settimeout(left)
 
 
-class _HTTPConnection(HTTPConnection):
+class _Deadline(HTTPConnection):
+    """What both connection classes add: connect, send and read bounded by the request's deadline."""
+
     response_class = _DeadlineResponse
 
     def _new_conn(self) -> socket.socket:
@@ -144,15 +146,12 @@ class _HTTPConnection(HTTPConnection):
         super().send(data)
 
 
-class _HTTPSConnection(HTTPSConnection):
-    response_class = _DeadlineResponse
+class _HTTPConnection(_Deadline):
+    pass
 
-    def _new_conn(self) -> socket.socket:
-        return _connect(self, super()._new_conn)  # type: ignore[no-any-return]
 
-    def send(self, data: Any) -> None:
-        _before_send(self.sock)
-        super().send(data)
+class _HTTPSConnection(_Deadline, HTTPSConnection):
+    pass
 
 
 class DeadlineHTTPConnectionPool(HTTPConnectionPool):

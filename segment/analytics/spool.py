@@ -359,4 +359,3 @@ class SpoolStore:
     def status(self) -> SpoolStatus:
         """Events, bytes on disk, oldest event's age and owners of the whole spool (read-only)."""
         return read_status(self.path, self._clock())
-

@@ -20,7 +20,6 @@ __all__ = ["FORK_WAIT", "watch"]
 FORK_WAIT = 2.0
 
 
-
 class Store(Protocol):
     """What a fork waits on: the lock a store holds during each of its operations."""
 
