@@ -12,7 +12,7 @@ $(STAMP): setup.py requirements.txt
 	$(BIN)/python -m pip install -q -e '.[test,fast]'
 	touch $(STAMP)
 
-## demo: deliver a few thousand events to the bundled local Tracking API and print a report
+## demo: real events to the bundled local Tracking API (a bad day, then an outage with a restart), with a report
 demo: $(STAMP)
 	$(BIN)/python e2e-cli/demo.py
 
@@ -21,6 +21,7 @@ test: lint pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check segment tests e2e-cli $(wildcard bench)
+	$(BIN)/ruff format --check segment tests e2e-cli $(wildcard bench)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
