@@ -102,19 +102,32 @@ def orjson_in_use() -> bool:
     return _fast_encode is not _encode_stdlib
 
 
+#: After orjson refuses a message, this many more go straight to the standard library's encoder: an
+#: application whose events hold datetimes or Decimals (which orjson is not allowed to handle, see
+#: above) does not pay for a refused orjson attempt on every call.
+ORJSON_BACKOFF = 32
+_orjson_skip = 0
+
+
 def encode(message: Any) -> bytes:
     """Encode ``message`` as compact, strict JSON (RFC 8259) in UTF-8; never raises for the data.
 
     Only ``KeyboardInterrupt`` (possibly the user's Ctrl-C) and ``MemoryError``
     pass through.
     """
+    global _orjson_skip
+    fast = _fast_encode
+    if _orjson_skip and fast is not _encode_stdlib:
+        _orjson_skip -= 1
+        fast = _encode_stdlib
     try:
-        return _fast_encode(message)
+        return fast(message)
     except KeyboardInterrupt:
         raise
     except BaseException:  # noqa: BLE001 - anything a value's own methods raise is data
         pass
-    if _fast_encode is not _encode_stdlib:
+    if fast is not _encode_stdlib:
+        _orjson_skip = ORJSON_BACKOFF
         # orjson refused (a type it does not know, a non-string key, an int over 64 bits, nesting past 254
         # levels): the standard library takes it as it is, and the bytes are the same as without orjson
         try:
