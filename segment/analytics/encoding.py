@@ -92,7 +92,8 @@ _fast_encode: Callable[[Any], bytes] = _orjson_encode or _encode_stdlib
 
 def use_orjson(enabled: bool) -> bool:
     """Switch the optional ``orjson`` fast path on or off; returns whether it is now in use."""
-    global _fast_encode
+    global _fast_encode, _orjson_skip
+    _orjson_skip = 0
     _fast_encode = _orjson_encode if (enabled and _orjson_encode is not None) else _encode_stdlib
     return _fast_encode is not _encode_stdlib
 
