@@ -132,6 +132,17 @@ def decodes(data: bytes) -> bool:
         return False
 
 
+def looks_whole(data: bytes) -> bool:
+    """The cheap check for a row this process wrote itself (it was valid JSON when appended): not cut short."""
+    if data[:1] != b"{" or data[-1:] != b"}":
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _reject(name: str) -> object:
     raise ValueError(name)
 
@@ -288,11 +299,13 @@ def held_slots(conn: sqlite3.Connection, owner_id: int) -> list[int]:
     return [row[0] for row in conn.execute("SELECT id FROM owners WHERE holder = ? ORDER BY id", (owner_id,))]
 
 
-_OLDEST = "SELECT id, created, data FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?"
+_OLDEST = "SELECT id, created, data, owner FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?"
 
 
 def oldest_rows(conn: sqlite3.Connection, slots: list[int], after_id: int, limit: int) -> list[tuple[Any, ...]]:
-    """Rows ``(id, created, data)`` of the writers ``slots`` with ``id > after_id``, oldest first, at most ``limit``.
+    """Rows ``(id, created, data, owner)`` of the writers ``slots`` with ``id > after_id``, oldest first.
+
+    At most ``limit`` rows.
 
     One index range scan per writer, merged: the cost does not depend on other owners' rows.
     """

@@ -176,7 +176,7 @@ def _drop(
         chunk = spool_db.oldest_rows(conn, slots, last, _CHUNK)
         if not chunk:
             break
-        for row_id, created, data in chunk:
+        for row_id, created, data, _ in chunk:
             row = Row(row_id, created if isinstance(created, int) else 0, spool_db.as_bytes(data))
             if expired is not None and not expired(row):
                 chunk = []

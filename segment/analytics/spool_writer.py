@@ -107,7 +107,9 @@ class SpoolWriter:
         reader = state.reader
         if reader is None:
             try:
-                state.store = SpoolStore(state.path, max_bytes=self._max_bytes, max_age=self._max_age)
+                state.store = SpoolStore(
+                    state.path, max_bytes=self._max_bytes, max_age=self._max_age, trust_appended=True
+                )
             except (SpoolUnavailable, ValueError) as exc:
                 state.degrade(exc)
                 return None
