@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+from .retry import DropReason
 from .spool_owners import drop_short_lock, hold_short_lock
 
 log = logging.getLogger("segment")
@@ -46,9 +47,10 @@ BUSY_TIMEOUT_MS = 10_000
 _HEADER = b"SQLite format 3\x00"
 
 
-STORAGE_FULL = "storage_full"
-STORAGE_EXPIRED = "storage_expired"
-STORAGE_CORRUPT = "storage_corrupt"
+# The drop reasons the spool reports (they are defined, with every other reason, in retry.DropReason).
+STORAGE_FULL = DropReason.STORAGE_FULL
+STORAGE_EXPIRED = DropReason.STORAGE_EXPIRED
+STORAGE_CORRUPT = DropReason.STORAGE_CORRUPT
 
 
 class Row(NamedTuple):
@@ -62,7 +64,7 @@ class Row(NamedTuple):
 class Dropped(NamedTuple):
     """A row removed by ``enforce_limits`` (already deleted): ``reason`` is storage_full or storage_expired."""
 
-    reason: str
+    reason: DropReason
     row: Row
 
 

@@ -13,6 +13,7 @@ from collections.abc import Collection
 from typing import Callable, Optional
 
 from . import spool_db, spool_owners
+from .retry import DropReason
 from .spool_db import STORAGE_EXPIRED, STORAGE_FULL, Dropped, Row
 
 log = logging.getLogger("segment")
@@ -165,7 +166,7 @@ def _drop(
     conn: sqlite3.Connection,
     slots: list[int],
     keep: Collection[int],
-    reason: str,
+    reason: DropReason,
     limit: int,
     expired: Optional[Callable[[Row], bool]],
 ) -> list[Dropped]:

@@ -179,7 +179,7 @@ class SpoolWriter:
         with self._state.cond:
             self._state.deleted += len(dropped)
         for reason in {item.reason for item in dropped}:
-            self._report([item.row.data for item in dropped if item.reason == reason], DropReason(reason))
+            self._report([item.row.data for item in dropped if item.reason == reason], reason)
 
     def commit_staged(self) -> None:
         """Append whatever is staged now, in the calling thread (at exit and at release)."""
