@@ -231,10 +231,12 @@ def test_post_raises_the_requests_exception_when_nothing_answers() -> None:
         request.post(WRITE_KEY, f"http://127.0.0.1:{port}", batch=[MSG])
 
 
-def test_post_times_out_with_requests_read_timeout(api: MockTrackingAPI) -> None:
+@pytest.mark.parametrize("timeout", [0.1, 0.0001])
+def test_post_times_out_with_requests_read_timeout(api: MockTrackingAPI, timeout: float) -> None:
+    # 0.0001 s is spent before the connection is made: still a ReadTimeout, as with analytics-python
     api.script(Reply(delay=2.0))
     with pytest.raises(requests.ReadTimeout):
-        request.post(WRITE_KEY, api.url, timeout=0.1, batch=[MSG])
+        request.post(WRITE_KEY, api.url, timeout=timeout, batch=[MSG])
 
 
 @pytest.mark.parametrize("host", ["api.segment.io/", "127.0.0.1:9/"])

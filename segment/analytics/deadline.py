@@ -32,7 +32,6 @@ import requests
 from urllib3 import poolmanager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -113,9 +112,9 @@ def _connect(conn: Any, new_conn: Callable[[], Any]) -> Any:
     deadline = _deadline()
     if deadline is None:
         return new_conn()
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out: the request outlasted its timeout")
+    # a millisecond at least: a deadline spent before the connect is then a read timeout, as when the
+    # connect succeeds and the answer is late (what requests users of a tiny timeout expect)
+    left = max(deadline - time.monotonic(), 1e-3)
     timeout = conn.timeout
     if not isinstance(timeout, (int, float)) or timeout > left:
         conn.timeout = left
@@ -127,10 +126,7 @@ def _connect(conn: Any, new_conn: Callable[[], Any]) -> Any:
 def _before_send(sock: Any) -> None:
     deadline = _deadline()
     if deadline is not None and sock is not None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _expired()
-        sock.settimeout(left)
+        sock.settimeout(max(deadline - time.monotonic(), 1e-3))  # a spent deadline ends at the read (see _connect)
 
 
 class _Deadline(HTTPConnection):
