@@ -11,6 +11,8 @@ import pytest
 from segment.analytics import Client
 from segment.analytics.testing import MockTrackingAPI
 
+from ._net import Servers
+
 WRITE_KEY = "test-write-key-9f8e7d"
 
 
@@ -37,6 +39,22 @@ class ErrorLog:
     def reasons(self) -> list[str]:
         with self.lock:
             return [getattr(exc, "reason", "?") for exc, _ in self.errors]
+
+
+@pytest.fixture
+def no_env_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests to 127.0.0.1 must not be routed through a proxy from the environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
+@pytest.fixture
+def serve() -> Iterator[Servers]:
+    """Raw local servers (tests/_net.py), all closed after the test."""
+    servers = Servers()
+    yield servers
+    servers.close()
 
 
 @pytest.fixture

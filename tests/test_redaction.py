@@ -96,18 +96,7 @@ def logs() -> Iterator[LogCapture]:
     logger.setLevel(level)
 
 
-@pytest.fixture
-def serve() -> Iterator[Servers]:
-    servers = Servers()
-    yield servers
-    servers.close()
-
-
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "*")
+pytestmark = pytest.mark.usefixtures("no_env_proxy")  # requests to 127.0.0.1 never go through a proxy
 
 
 class Errors:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 import requests
@@ -27,107 +27,20 @@ from segment.analytics.retry import RetryPolicy, classify_network_error
 from segment.analytics.transport import NetworkError, Response, Transport, network_error_kind
 
 from ._loop_helpers import FakeClock, Sleeper, assert_conserved, ev, evs
+from ._net import Server, Servers
 
 Handler = Callable[[socket.socket], None]
-Serve = Callable[..., "RawServer"]
+Serve = Callable[[Handler], Server]
 Make = Callable[..., Transport]
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Requests to 127.0.0.1 must not be routed through a proxy from the environment."""
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "*")
-
-
-class RawServer:
-    """Accepts connections on 127.0.0.1 and hands each socket to ``handler`` in a thread."""
-
-    def __init__(self, handler: Handler, tls_context: Optional[ssl.SSLContext] = None) -> None:
-        self.handler = handler
-        self.tls_context = tls_context
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.05)
-        self.port = self.listener.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self.requests: list[bytes] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, name=f"raw-server-{self.port}", daemon=True)
-        self._acceptor.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            self.connections.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            self.handler(conn)
-        except OSError:
-            pass
-
-    def read_request(self, conn: socket.socket) -> bytes:
-        """Read one HTTP request (headers and a Content-Length body)."""
-        conn.settimeout(2)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        while len(body) < length:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        self.requests.append(head + b"\r\n\r\n" + body)
-        return head + b"\r\n\r\n" + body
-
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(2)
-        self.listener.close()
-        for conn in self.connections:
-            try:
-                conn.close()
-            except OSError:
-                pass
-        for thread in self._threads:
-            thread.join(2)
+pytestmark = pytest.mark.usefixtures("no_env_proxy")  # requests to 127.0.0.1 never go through a proxy
 
 
 @pytest.fixture
-def serve() -> Iterator[Serve]:
-    servers: list[RawServer] = []
-
-    def start(handler: Handler, tls_context: Optional[ssl.SSLContext] = None) -> RawServer:
-        server = RawServer(handler, tls_context)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+def serve(serve: Servers) -> Serve:
+    """Raw servers whose handlers take just the connection (the shared ones also get the server)."""
+    return lambda handler: serve(lambda conn, server: handler(conn))
 
 
 @pytest.fixture
@@ -207,7 +120,11 @@ def test_response_cut_off_mid_body_is_a_retryable_network_error(serve: Serve, tr
 
 
 def test_server_that_never_answers_is_timeout(serve: Serve, transports: Make) -> None:
-    server = serve(lambda conn: server.read_request(conn))  # reads, then says nothing
+    def silent(conn: socket.socket) -> None:  # reads, then says nothing until the test ends
+        server.read_request(conn)
+        server.stop.wait()
+
+    server = serve(silent)
     started = time.monotonic()
     error = post_error(transports(server.url, timeout=0.2))
     elapsed = time.monotonic() - started

@@ -32,13 +32,6 @@ HEADERS = {"Content-Type": "application/json", "User-Agent": "test"}
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{"success":true}'
 
 
-@pytest.fixture
-def serve() -> Iterator[Servers]:
-    servers = Servers()
-    yield servers
-    servers.close()
-
-
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     return certificate(tmp_path_factory.mktemp("tls"))

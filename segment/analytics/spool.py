@@ -57,12 +57,8 @@ it stops at the first row that is not expired. Each owner trims only its own
 rows, never rows in flight (``keep``); a spool filled by live peers is trimmed
 by them.
 
-Suggested cadence for the pipeline: ``append`` from the writer thread every
-``storage_sync_interval``; ``enforce_limits(keep=in_flight)`` after each
-append (cheap below the limits: three ``stat`` calls and one indexed lookup)
-and every few seconds when idle; ``adopt()`` every 5 seconds (the promise is
-30). :class:`~segment.analytics.spool_reader.SpoolReader` does the in-flight
-bookkeeping over ``read``.
+The client drives it from :mod:`~segment.analytics.spool_writer` (append, limits, adoption) and
+:mod:`~segment.analytics.spool_source` (reads through :class:`~segment.analytics.spool_reader.SpoolReader`).
 """
 
 from __future__ import annotations
